@@ -1,0 +1,273 @@
+"""SNE: Set-based Neural network Encoder (Andreis et al., NeurIPS 2024), SPEC §4.
+
+chunk -> layer -> network, one set of parameters for every architecture:
+
+    elements [*, c, 49] --embed--> [*, c, h] --Φ1, +type/depth enc, Φ2, PMA--> chunk vectors  [n_chunks, h]
+    chunk vectors of one tensor    --Φ3, +depth enc, PMA-------------------> tensor vectors [n_tensors, h]
+    weight + bias vector of a layer --SAB(SAB), PMA (separated layer enc)--> layer vectors  [n_layers, h]
+    layer vectors of one network   --+depth enc, Φ4, PMA-------------------> code z         [B, h]
+    z --MLP--> logit of the predicted test accuracy                                          [B]
+
+Batched: every stage runs on one padded tensor holding all networks of the mini-batch, across
+layers and architectures (Python loops only run over the few parameter tensors of each
+architecture, to chunk them, and over memory slices). Memory: the chunk encoder reads at most
+`chunk_budget` chunks at a time and the layer encoder at most `chunk_budget * chunk_size` chunk
+vectors at a time, each slice under activation checkpointing when there is more than one slice,
+so peak memory is set by the budget, not by the size of the networks (bench/encoder.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sne_core.archs import MAX_KERNEL, Arch
+from sne_core.chunking import DEFAULT_CHUNK_SIZE, chunk_tensor, element_size
+from sne_core.encoders import UnsupportedArchitecture
+from sne_core.encoders.set_blocks import PMA, SetEncoder
+from sne_core.weights import WeightSet
+
+# Layer-type codes for the sinusoidal type encoding (conv/linear x weight/bias).
+TYPE_CODE = {("conv", "weight"): 0, ("conv", "bias"): 1, ("linear", "weight"): 2, ("linear", "bias"): 3}
+
+
+@dataclass
+class SNEConfig:
+    # Defaults sized for the 2-core CPU demo. Cost is ~ (elements per network) x h^2, so h sets the
+    # pace: a forward + backward on 32 Arch1 networks (832 chunks, 26k elements) took ~1.0 s at
+    # h = 32 / 2 heads, ~1.5 s at 4 heads and ~2.9 s at h = 64 (1 thread on a loaded 2-core box).
+    # h = 32 is still far wider than the weight statistics that already rank these zoos well
+    # (StatNN reads 7 numbers per tensor); raise it on a GPU.
+    hidden: int = 32                      # h, the width of every set block
+    heads: int = 2
+    chunk_size: int = DEFAULT_CHUNK_SIZE  # c, elements per chunk (a memory knob, SPEC §4)
+    # Max chunks through the chunk encoder at once (~ chunk_budget * c * h * 4 B per saved
+    # activation). 2048 holds a whole demo batch (32 Arch2 nets = 1,248 chunks) in one slice, so
+    # the demo never pays for recomputation; larger networks stream in slices of this size.
+    chunk_budget: int = 2048
+    max_kernel: int = MAX_KERNEL          # elements are zero-padded to max_kernel**2 values
+    head_widths: tuple[int, ...] = (64,)  # hidden widths of the predictor MLP on z (cheap: one row per network)
+    dropout: float = 0.0                  # in the predictor MLP only (the set blocks are small)
+    checkpoint: bool = True               # activation checkpointing of the slices when streaming
+
+
+def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sinusoidal encoding of integer positions: pos [n] -> [n, dim]."""
+    i = torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32)
+    angle = pos.float()[:, None] / torch.pow(10000.0, i / dim)[None]  # [n, dim/2]
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(len(pos), -1)[:, :dim]
+
+
+def _centre_index(k: int, K: int) -> list[int]:
+    """Positions of a k x k kernel placed at the centre of a K x K grid, row-major."""
+    o = (K - k) // 2
+    return [(o + r) * K + (o + s) for r in range(k) for s in range(k)]
+
+
+def _slices(parts, budget: int):
+    """Consecutive slices of at most `budget` chunks across parts (tensors of any layer or architecture).
+    Yields lists of pieces (views into the parts); `_join` copies one slice into one tensor."""
+    pieces, size = [], 0
+    for chunks, valid, code, depth in parts:
+        start = 0
+        while start < len(chunks):
+            take = min(budget - size, len(chunks) - start)
+            pieces.append((chunks[start:start + take], valid[start:start + take], code, depth))
+            size, start = size + take, start + take
+            if size == budget:
+                yield pieces
+                pieces, size = [], 0
+    if pieces:
+        yield pieces
+
+
+def _join(pieces):
+    """pieces -> (elements [n, c, e], valid [n], type code [n], depth [n])."""
+    dev = pieces[0][0].device
+    return (torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces]),
+            torch.cat([torch.full((len(p[0]),), p[2], device=dev) for p in pieces]),
+            torch.cat([torch.full((len(p[0]),), p[3], device=dev) for p in pieces]))
+
+
+@dataclass
+class _Chunks:
+    """The mini-batch as sets, each index tensor in one fixed order (see SNE._chunk)."""
+    sources: dict[int, list[tuple[torch.Tensor, torch.Tensor, int, int]]]
+    #        element size e -> parts (chunks [n, c, e], valid elements per chunk [n], type code, depth),
+    #        one part per parameter tensor of an architecture, all its networks; chunks are views of
+    #        the weights where possible and are copied together only one budget-sized slice at a time
+    chunk_set: torch.Tensor    # [n_chunks]  which tensor-set each chunk (in source order) belongs to
+    set_len: torch.Tensor      # [n_sets]    chunks per tensor-set (one set = one tensor of one net)
+    set_depth: torch.Tensor    # [n_sets]
+    set_layer: torch.Tensor    # [n_sets]    which layer (of which network) the tensor belongs to
+    set_slot: torch.Tensor     # [n_sets]    its place within the layer (weight 0, bias 1)
+    layer_net: torch.Tensor    # [n_layers]  network index in the batch
+    layer_depth: torch.Tensor  # [n_layers]
+    n_nets: int
+
+
+class SNE(nn.Module):
+    """Predicts a network's test accuracy (as a logit) from its weights, for any architecture."""
+
+    def __init__(self, config: SNEConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or SNEConfig()
+        h, nh = cfg.hidden, cfg.heads
+        if h % 4:
+            raise ValueError(f"SNEConfig.hidden must be a multiple of 4 (type + depth encodings split it), got {h}")
+        # Every element is zero-padded to a max_kernel x max_kernel grid, the kernel at the centre, and
+        # projected to h. A 3x3 kernel is the same filter as that 7x7 grid, so kernels of every size share
+        # the projection weights of the positions they cover (Arch1's 3x3 and Arch2's 5x5 kernels meet
+        # in one space, which cross-architecture transfer needs); a linear weight or a bias is a 1x1 kernel.
+        self.embed = nn.Linear(cfg.max_kernel ** 2, h)
+        self.phi1, self.phi2, self.pool_chunk = SetEncoder(h, nh), SetEncoder(h, nh), PMA(h, nh)  # chunk encoder
+        self.phi3, self.pool_tensor = SetEncoder(h, nh), PMA(h, nh)                                # layer encoder
+        self.sep, self.pool_layer = SetEncoder(h, nh), PMA(h, nh)                                  # separated layer enc.
+        self.phi4, self.pool_net = SetEncoder(h, nh), PMA(h, nh)                                   # network encoder
+        widths = (h, *cfg.head_widths)
+        mlp: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            mlp += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        self.head = nn.Sequential(*mlp, nn.Linear(widths[-1], 1))
+
+    # ---- architecture check -------------------------------------------------------------------
+    @classmethod
+    def check_arch(cls, arch: Arch, max_kernel: int | None = None) -> None:
+        """Raise UnsupportedArchitecture if a conv kernel exceeds max_kernel (default SNEConfig's)."""
+        K = max_kernel or SNEConfig.max_kernel
+        for p in arch.layout:
+            if p.kind == "conv" and p.role == "weight" and (p.shape[2] > K or p.shape[3] > K or p.shape[2] != p.shape[3]):
+                raise UnsupportedArchitecture(
+                    f"architecture {arch.name!r}, tensor {p.name}: SNE reads square conv kernels of size 1..{K}, "
+                    f"got {p.shape[2]}x{p.shape[3]} (raise SNEConfig.max_kernel to read it)")
+
+    # ---- pad-chunk ----------------------------------------------------------------------------
+    def _chunk(self, groups: list[WeightSet]) -> _Chunks:
+        """Chunk every tensor of every network; loops run over architectures and their tensors only."""
+        if not groups:
+            raise ValueError("SNE: got no weight sets (expected a non-empty list of WeightSet)")
+        c, dev = self.config.chunk_size, self.embed.weight.device
+        parts: dict[int, list] = {}
+        set_len, set_depth, set_layer, set_slot, chunk_set_parts = [], [], [], [], []
+        layer_net, layer_depth = [], []
+        n_sets = n_layers = net0 = 0
+        for ws in groups:
+            self.check_arch(ws.arch, self.config.max_kernel)
+            N, L = len(ws), ws.arch.n_layers
+            slots: dict[int, int] = {}
+            for p, info in zip(ws.params, ws.arch.layout):
+                chunks, valid = chunk_tensor(p.to(dev, torch.float32), info, c)  # [N, m, c, e], [m]
+                m, e = chunks.shape[1], chunks.shape[3]
+                parts.setdefault(e, []).append((chunks.reshape(N * m, c, e), valid.to(dev).repeat(N),
+                                                TYPE_CODE[(info.kind, info.role)], info.depth))
+                # tensor-sets of this tensor are (net 0, net 1, ...); net n's chunks are contiguous
+                chunk_set_parts.append((e, n_sets + torch.arange(N, device=dev).repeat_interleave(m)))
+                set_len.append(torch.full((N,), m, device=dev))
+                set_depth.append(torch.full((N,), info.depth, device=dev))
+                set_layer.append(n_layers + torch.arange(N, device=dev) * L + info.depth)
+                set_slot.append(torch.full((N,), slots.get(info.depth, 0), device=dev))
+                slots[info.depth] = slots.get(info.depth, 0) + 1
+                n_sets += N
+            layer_net.append(net0 + torch.arange(N, device=dev).repeat_interleave(L))  # layers net-major
+            layer_depth.append(torch.arange(L, device=dev).repeat(N))
+            n_layers += N * L
+            net0 += N
+        sources = dict(sorted(parts.items()))
+        # chunk order everywhere below = sources in increasing e, parts in order within each e
+        chunk_set = torch.cat([cs for e in sorted(parts) for ee, cs in chunk_set_parts if ee == e])
+        return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_depth), torch.cat(set_layer),
+                       torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0)
+
+    # ---- stages -------------------------------------------------------------------------------
+    def _type_depth_enc(self, code: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """[n] codes, [n] depths -> [n, h]: type in the first half of the dims, depth in the second.
+        (Summing two full-width sinusoids would make (type 1, depth 0) equal (type 0, depth 1).)"""
+        h = self.config.hidden
+        return torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
+
+    def _encode_chunks(self, pieces: list, index: torch.Tensor) -> torch.Tensor:
+        """Chunk encoder on one slice of pieces -> chunk vectors [n, h]. The slice is assembled here,
+        inside the checkpoint, so only views of the weights are kept between forward and backward."""
+        elements, valid, code, depth = _join(pieces)                          # [n, c, e], [n], [n], [n]
+        emask = torch.arange(self.config.chunk_size, device=elements.device)[None] < valid[:, None]  # [n, c]
+        x = F.linear(elements, self.embed.weight[:, index], self.embed.bias)  # == embed(zero-padded to K*K)
+        x = self.phi1(x, emask)                                               # [n, c, h]
+        x = x + self._type_depth_enc(code, depth)[:, None]
+        x = self.phi2(x, emask)
+        return self.pool_chunk(x, emask)                                      # [n, h]
+
+    def _encode_tensors(self, Z: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
+                        depth: torch.Tensor) -> torch.Tensor:
+        """Layer encoder on one slice of tensor-sets: chunk vectors Z [n_chunks, h] -> [k, h]."""
+        L = int(length.max())
+        pos = torch.arange(L, device=Z.device)[None]                  # [1, L]
+        mask = pos < length[:, None]                                  # [k, L]
+        idx = torch.where(mask, start[:, None] + pos, start[:, None])  # padded slots read a valid row
+        x = self.phi3(Z[idx], mask)                                   # [k, L, h]
+        x = x + sinusoidal(depth, self.config.hidden)[:, None]
+        return self.pool_tensor(x, mask)                              # [k, h]
+
+    def _run(self, fn, n_slices: int, *args):
+        # Checkpoint only when streaming: with one slice, recomputation would cost time and save nothing.
+        if self.config.checkpoint and n_slices > 1 and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def encode(self, groups: list[WeightSet]) -> torch.Tensor:
+        """Network codes z [B, h], B = total networks over groups, in group order."""
+        cfg, h = self.config, self.config.hidden
+        ch = self._chunk(groups)
+        dev = self.embed.weight.device
+
+        # 1-2. chunk encoder, streamed in slices of at most chunk_budget chunks -> Z [n_chunks, h]
+        budget = cfg.chunk_budget
+        # slices never mix element sizes; "streaming" means the chunks exceed the budget
+        n_chunks = len(ch.chunk_set)
+        n_slices = 1 if n_chunks <= budget else sum(-(-sum(len(p[0]) for p in ps) // budget) for ps in ch.sources.values())
+        Z = []
+        for e, ps in ch.sources.items():
+            index = torch.tensor(_centre_index(math.isqrt(e), cfg.max_kernel), device=dev)
+            for pieces in _slices(ps, budget):
+                Z.append(self._run(self._encode_chunks, n_slices, pieces, index))
+        Z = torch.cat(Z)                                                # [n_chunks, h], source order
+        # reorder chunks so each tensor-set's chunks are contiguous, sets in set order (stable sort)
+        order = torch.sort(ch.chunk_set, stable=True).indices
+        Z = Z[order]
+        set_start = torch.cumsum(ch.set_len, 0) - ch.set_len            # [n_sets]
+
+        # 3. layer encoder over each tensor's chunk vectors; sets sorted by length so a slice pads
+        # little, each slice holding at most chunk_budget * chunk_size (padded) chunk vectors
+        token_budget = budget * cfg.chunk_size
+        by_len = torch.sort(ch.set_len, descending=True, stable=True).indices
+        lens = ch.set_len[by_len].tolist()
+        slices, i = [], 0
+        while i < len(lens):
+            k = max(1, min(len(lens) - i, token_budget // lens[i]))  # lens[i] is the slice's longest set
+            slices.append(by_len[i:i + k])
+            i += k
+        T = torch.cat([self._run(self._encode_tensors, len(slices), Z, set_start[sel], ch.set_len[sel],
+                                 ch.set_depth[sel]) for sel in slices])
+        T = T[torch.argsort(by_len)]                                    # [n_sets, h], set order
+
+        # 3b. separated layer encoder: each layer's weight and bias vectors -> one layer vector
+        n_layers, S = len(ch.layer_net), int(ch.set_slot.max()) + 1
+        X = T.new_zeros(n_layers, S, h).index_put((ch.set_layer, ch.set_slot), T)  # [n_layers, S, h]
+        mask = torch.zeros(n_layers, S, dtype=torch.bool, device=dev).index_put(
+            (ch.set_layer, ch.set_slot), torch.ones_like(ch.set_slot, dtype=torch.bool))
+        Lv = self.pool_layer(self.sep(X, mask), mask)                  # [n_layers, h]
+
+        # 4. network encoder: + depth encoding, Φ4, PMA over each network's layers
+        Lmax = int(ch.layer_depth.max()) + 1
+        X = Lv.new_zeros(ch.n_nets, Lmax, h).index_put((ch.layer_net, ch.layer_depth),
+                                                        Lv + sinusoidal(ch.layer_depth, h).to(Lv.dtype))
+        mask = torch.zeros(ch.n_nets, Lmax, dtype=torch.bool, device=dev).index_put(
+            (ch.layer_net, ch.layer_depth), torch.ones_like(ch.layer_depth, dtype=torch.bool))
+        return self.pool_net(self.phi4(X, mask), mask)                 # z [B, h]
+
+    def forward(self, groups: list[WeightSet]) -> torch.Tensor:
+        """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss)."""
+        return self.head(self.encode(groups)).squeeze(-1)
