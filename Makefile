@@ -25,8 +25,9 @@ data: venv
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The whole Dagster graph with the demo profile (progress as it goes, the three tables at the end).
 demo: data
-	$(VENV)/bin/sne demo
+	$(VENV)/bin/python -m pipelines.demo
 
 test: data browser
 	$(PY) -m pytest -q

@@ -9,7 +9,6 @@ import sys
 SUBCOMMANDS = {
     "zoo": ("sne_core.zoo_cli", "train one zoo of networks into the weight store"),
     "train": ("sne_core.train_cli", "train a predictor on one zoo and evaluate it on others"),
-    "import-results": ("sne_core.import_cli", "import result tables produced by the GPU script"),
 }
 
 

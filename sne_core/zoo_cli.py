@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--max-images", type=int, default=None, help="cap on the training set (before each network's train fraction)")
     p.add_argument("--max-test-images", type=int, default=None, help="cap on the test set used for test accuracy")
+    p.add_argument("--batch-size", type=int, default=512, help="protocol: 512; CPU-scale zoos use fewer images, so smaller batches give enough steps")
+    p.add_argument("--eval-train-images", type=int, default=10_000, help="cap on the images used for train accuracy/loss")
     p.add_argument("--store", default="data/store", help="weight store root (Parquet)")
     p.add_argument("--seed", type=int, default=0, help="zoo seed: with model_id it fixes every network")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"sne zoo: {path}: field 'name' is {spec.name!r} but --arch is {args.arch!r}")
         register_arch(spec)
     config = ZooConfig(dataset=args.dataset, arch=args.arch, n_models=args.models, epochs=args.epochs, seed=args.seed,
+                       batch_size=args.batch_size, eval_train_images=args.eval_train_images,
                        max_images=args.max_images, max_test_images=args.max_test_images, device=args.device,
                        strategy=args.strategy, group_size=args.group_size, amp=args.amp)
     data = load_dataset(args.dataset, args.data_root, max_train=args.max_images, max_test=args.max_test_images)

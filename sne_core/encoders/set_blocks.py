@@ -77,7 +77,10 @@ class PMA(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.S = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.xavier_uniform_(self.S)
+        # A small seed (not Xavier-sized): H = LN(S + Multihead(S, ...)) must be dominated by the pooled
+        # members, not by the constant S, or the differences between sets are squashed at every
+        # pooling stage (measured in SNE at init: codes of different networks 10x closer with Xavier S).
+        nn.init.normal_(self.S, std=0.02)
         self.rff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
         self.mab = MAB(dim, num_heads)
 

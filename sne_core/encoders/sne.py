@@ -53,6 +53,9 @@ class SNEConfig:
     head_widths: tuple[int, ...] = (64,)  # hidden widths of the predictor MLP on z (cheap: one row per network)
     dropout: float = 0.0                  # in the predictor MLP only (the set blocks are small)
     checkpoint: bool = True               # activation checkpointing of the slices when streaming
+    # BatchNorm of z before the head (0 = none). 0.3 rather than torch's 0.1: CPU-size zoos give few
+    # steps an epoch while the encoder moves fast, and slow running statistics miscalibrated evaluation.
+    bn_momentum: float = 0.3
 
 
 def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
@@ -124,12 +127,27 @@ class SNE(nn.Module):
         # the projection weights of the positions they cover (Arch1's 3x3 and Arch2's 5x5 kernels meet
         # in one space, which cross-architecture transfer needs); a linear weight or a bias is a 1x1 kernel.
         self.embed = nn.Linear(cfg.max_kernel ** 2, h)
+        # Per type (conv/linear x weight/bias), the RMS of the training networks' values. Raw weights
+        # are ~0.01-0.1, so embed(w) would be swamped by the embedding's bias and every post-LN token
+        # would look alike (measured: codes of different networks differed by ~0.3% at init and SNE
+        # could not fit a tiny zoo). Dividing by one global scale per type -- not per network --
+        # brings values to O(1) and keeps the differences in weight scale between networks, which
+        # are among the strongest signals of generalisation. Fitted by `prepare` on training data only.
+        self.register_buffer("input_scale", torch.ones(len(TYPE_CODE)))
+        # The sinusoidal type/depth encodings are O(1) per dimension and identical for every network:
+        # added at full size they drown the (small) differences between networks before each pooling
+        # (measured at init: 1.6x closer codes). A learned scale, starting at 0.1, lets training decide.
+        self.enc_scale = nn.Parameter(torch.tensor(0.1))
         self.phi1, self.phi2, self.pool_chunk = SetEncoder(h, nh), SetEncoder(h, nh), PMA(h, nh)  # chunk encoder
         self.phi3, self.pool_tensor = SetEncoder(h, nh), PMA(h, nh)                                # layer encoder
         self.sep, self.pool_layer = SetEncoder(h, nh), PMA(h, nh)                                  # separated layer enc.
         self.phi4, self.pool_net = SetEncoder(h, nh), PMA(h, nh)                                   # network encoder
         widths = (h, *cfg.head_widths)
-        mlp: list[nn.Module] = []
+        # Batch-normalise z across networks before the head: every PMA averages over many similar
+        # members, so the codes of different networks are close (measured at init on a real MNIST
+        # zoo: across-network std ~5% of the codes' scale). Standardising each feature over the batch
+        # makes the differences O(1) for the head and scales the encoder's gradients up to match.
+        mlp: list[nn.Module] = [nn.BatchNorm1d(h, momentum=cfg.bn_momentum)] if cfg.bn_momentum > 0 else []
         for a, b in zip(widths[:-1], widths[1:]):
             mlp += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(cfg.dropout)]
         self.head = nn.Sequential(*mlp, nn.Linear(widths[-1], 1))
@@ -144,6 +162,18 @@ class SNE(nn.Module):
                 raise UnsupportedArchitecture(
                     f"architecture {arch.name!r}, tensor {p.name}: SNE reads square conv kernels of size 1..{K}, "
                     f"got {p.shape[2]}x{p.shape[3]} (raise SNEConfig.max_kernel to read it)")
+
+    @torch.no_grad()
+    def prepare(self, train_groups: list[WeightSet]) -> None:
+        """Fit `input_scale` on the training networks (called once by sne_core.train.fit)."""
+        sq, n = torch.zeros(len(TYPE_CODE)), torch.zeros(len(TYPE_CODE))
+        for ws in train_groups:
+            for p, info in zip(ws.params, ws.arch.layout):
+                code = TYPE_CODE[(info.kind, info.role)]
+                sq[code] += p.detach().double().pow(2).sum().item()
+                n[code] += p.numel()
+        rms = (sq / n.clamp(min=1)).sqrt()
+        self.input_scale.copy_(torch.where(rms > 0, rms, torch.ones_like(rms)).float())
 
     # ---- pad-chunk ----------------------------------------------------------------------------
     def _chunk(self, groups: list[WeightSet]) -> _Chunks:
@@ -187,13 +217,14 @@ class SNE(nn.Module):
         """[n] codes, [n] depths -> [n, h]: type in the first half of the dims, depth in the second.
         (Summing two full-width sinusoids would make (type 1, depth 0) equal (type 0, depth 1).)"""
         h = self.config.hidden
-        return torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
+        return self.enc_scale * torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
 
     def _encode_chunks(self, pieces: list, index: torch.Tensor) -> torch.Tensor:
         """Chunk encoder on one slice of pieces -> chunk vectors [n, h]. The slice is assembled here,
         inside the checkpoint, so only views of the weights are kept between forward and backward."""
         elements, valid, code, depth = _join(pieces)                          # [n, c, e], [n], [n], [n]
         emask = torch.arange(self.config.chunk_size, device=elements.device)[None] < valid[:, None]  # [n, c]
+        elements = elements / self.input_scale[code][:, None, None]           # O(1) values, see __init__
         x = F.linear(elements, self.embed.weight[:, index], self.embed.bias)  # == embed(zero-padded to K*K)
         x = self.phi1(x, emask)                                               # [n, c, h]
         x = x + self._type_depth_enc(code, depth)[:, None]
@@ -208,7 +239,7 @@ class SNE(nn.Module):
         mask = pos < length[:, None]                                  # [k, L]
         idx = torch.where(mask, start[:, None] + pos, start[:, None])  # padded slots read a valid row
         x = self.phi3(Z[idx], mask)                                   # [k, L, h]
-        x = x + sinusoidal(depth, self.config.hidden)[:, None]
+        x = x + self.enc_scale * sinusoidal(depth, self.config.hidden)[:, None]
         return self.pool_tensor(x, mask)                              # [k, h]
 
     def _run(self, fn, n_slices: int, *args):
@@ -263,7 +294,7 @@ class SNE(nn.Module):
         # 4. network encoder: + depth encoding, Φ4, PMA over each network's layers
         Lmax = int(ch.layer_depth.max()) + 1
         X = Lv.new_zeros(ch.n_nets, Lmax, h).index_put((ch.layer_net, ch.layer_depth),
-                                                        Lv + sinusoidal(ch.layer_depth, h).to(Lv.dtype))
+                                                        Lv + self.enc_scale * sinusoidal(ch.layer_depth, h).to(Lv.dtype))
         mask = torch.zeros(ch.n_nets, Lmax, dtype=torch.bool, device=dev).index_put(
             (ch.layer_net, ch.layer_depth), torch.ones_like(ch.layer_depth, dtype=torch.bool))
         return self.pool_net(self.phi4(X, mask), mask)                 # z [B, h]

@@ -1,0 +1,118 @@
+"""predictors: one method trained on one zoo, seeds inside, scored on every zoo of the profile.
+
+Each seed is one MLflow run (params, per-epoch validation tau, test metrics per target zoo,
+scatter, config, checkpoint). The raw per-seed rows (`sne_core.protocols.evaluate`) go to the
+store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result tables read
+them, so no predictor is trained twice for three tables.
+
+Idempotent: the rows carry a content key (method, training config, zoo fingerprints). When the
+stored rows have the same key and their MLflow runs exist, the partition is not retrained and
+nothing new is logged (set the tracker's `new_runs` to force fresh runs).
+"""
+
+import hashlib
+
+from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from assets.partitions import predictor_partitions, zoo_from_key
+from assets.zoo import splits
+from pipelines.mlflow_tracking import TASK, log_seed_run
+from pipelines.profiles import RunProfile
+from pipelines.resources import DeviceResource, MLflowTracker, StoreResource
+
+
+def predictions_path(method: str, dataset: str, arch: str) -> str:
+    return f"predictions/method={method}/train_zoo={dataset}-{arch}.parquet"
+
+
+def zoo_fingerprint(zoo_store, dataset: str, arch: str, split_seed: int) -> str:
+    """Changes whenever the zoo's networks or their accuracies change (e.g. a regenerated zoo)."""
+    models = zoo_store.read_models(dataset, arch)
+    final = models[models["is_final"].astype(bool)].sort_values("model_id")
+    text = final[["model_id", "zoo_seed", "status", "test_acc"]].to_csv(index=False) + f"split={split_seed}"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _stored_rows(zoo_store, path: str):
+    try:
+        return zoo_store.read_frame(path)
+    except FileNotFoundError:
+        return None
+
+
+@asset(partitions_def=predictor_partitions, group_name="predictors", kinds={"pytorch", "mlflow", "parquet"},
+       pool="sne_training", deps=[AssetDep(splits, partition_mapping=AllPartitionMapping())],
+       description="A predictor (SNE or a baseline) trained on one zoo's train split for each seed, "
+                   "selected on its val split, scored on the test split of every zoo in the profile.")
+def predictors(context: AssetExecutionContext, store: StoreResource, profile: RunProfile,
+               device: DeviceResource, mlflow: MLflowTracker) -> MaterializeResult:
+    from sne_core.protocols import evaluate
+    from sne_core.train import TrainConfig
+    keys = context.partition_key.keys_by_dimension
+    method, (dataset, arch) = keys["method"], zoo_from_key(keys["train_zoo"])
+    train_zoo = f"{dataset}/{arch}"
+    zoo_store = store.get()
+    targets = [f"{d}/{a}" for d, a in profile.zoos()]
+    if train_zoo not in targets:
+        targets.insert(0, train_zoo)
+    config = TrainConfig(method=method, epochs=profile.predictor_epochs, batch_size=profile.predictor_batch_size,
+                         lr=profile.predictor_lr, patience=profile.predictor_patience, device=device.resolve(),
+                         hyper=profile.hyper(method))
+    fingerprints = {z: zoo_fingerprint(zoo_store, *z.split("/"), profile.split_seed) for z in targets}
+    params = {**{f"profile.{k}": v for k, v in profile.fields().items()},
+              **{f"train.{k}": v for k, v in config.as_dict().items()},
+              **{f"zoo_fingerprint.{z}": f for z, f in fingerprints.items()}}
+    key = mlflow.run_key(method=method, train_zoo=train_zoo, targets=targets, train=config.as_dict(),
+                         split_seed=profile.split_seed, zoos=fingerprints, seeds=profile.seeds())
+    path = predictions_path(method, dataset, arch)
+    experiment_id = mlflow.experiment_id(TASK)
+
+    old = _stored_rows(zoo_store, path)
+    if old is not None and not mlflow.new_runs and _reusable(old, key, mlflow, experiment_id):
+        context.log.info(f"{method} @ {train_zoo}: stored rows and MLflow runs match key {key}; not retrained")
+        return MaterializeResult(metadata=_metadata(old, path, key, reused=True))
+
+    fits = {}
+    raw = evaluate(method, zoo_store, train_zoo, targets, profile.seeds(), config, profile.split_seed,
+                   on_fit=lambda seed, result, preds: fits.__setitem__(seed, (result, preds)))
+    raw["key"] = key
+    raw["mlflow_run_id"] = ""
+    for seed, (result, preds) in fits.items():
+        rows = raw[raw["seed"] == seed]
+        run_id = log_seed_run(mlflow, experiment_id, key=f"{key}:seed{seed}", method=method, train_zoo=train_zoo,
+                              seed=seed, params=params, fit_result=result, rows=rows, predictions=preds,
+                              tags={"profile": profile.name})
+        raw.loc[raw["seed"] == seed, "mlflow_run_id"] = run_id
+        own = rows[rows["test_zoo"] == train_zoo]
+        context.log.info(f"{method} @ {train_zoo} seed {seed}: best epoch {result.best_epoch}, "
+                         f"val tau {result.val.get('tau', float('nan')):.3f}, "
+                         f"test tau {float(own['tau'].iloc[0]) if len(own) else float('nan'):.3f} (run {run_id})")
+    zoo_store.write_frame(path, raw, metadata={"key": key, "method": method, "train_zoo": train_zoo})
+    return MaterializeResult(metadata=_metadata(raw, path, key, reused=False))
+
+
+def _reusable(old, key: str, mlflow: MLflowTracker, experiment_id: str) -> bool:
+    if "key" not in old.columns or set(old["key"]) != {key}:
+        return False
+    run_ids = {r for r in old["mlflow_run_id"].fillna("") if r}
+    notes = old["note"].fillna("").astype(str)
+    if not run_ids and not notes.str.startswith("n/a").all():
+        return False
+    client = mlflow.client()
+    try:
+        return all(client.get_run(r).info.status == "FINISHED" for r in run_ids)
+    except Exception:  # a run deleted in the MLflow UI: retrain and log again
+        return False
+
+
+def _metadata(raw, path: str, key: str, reused: bool) -> dict:
+    import math
+    notes = [n for n in raw["note"].fillna("").astype(str) if n]
+    own = raw[raw["train_zoo"] == raw["test_zoo"]]
+    tau = own["tau"].astype(float)
+    return {
+        "path": path, "key": key, "reused": reused, "rows": len(raw), "seeds": int(raw["seed"].nunique()),
+        "in_distribution_tau_mean": float(tau.mean()) if tau.notna().any() else math.nan,
+        "note": notes[0] if notes else "",
+        "mlflow_runs": MetadataValue.text(", ".join(sorted({r for r in raw["mlflow_run_id"] if r})) or "none"),
+    }

@@ -1,0 +1,1 @@
+"""Dagster wiring of the SNE pipeline: definitions, resources, profiles, schedule, MLflow, demo."""

@@ -1,0 +1,87 @@
+"""Registry of predictors: method name -> how to build it, its default hyperparameters and
+training settings. Modules are imported on first use, so a baseline whose module (or optional
+package, e.g. `nfn`) is missing breaks only its own method.
+
+Torch methods follow the predictor contract in docs/DESIGN.md (`forward(list[WeightSet]) ->
+logits[B]`, classmethod `check_arch`) and are trained by `sne_core.train.fit`; GBM is not
+torch and brings its own `fit`/`predict` (see `sne_core.train._fit_gbm`).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class MethodError(ValueError):
+    """Unknown method name, or its module cannot be imported."""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    target: str                      # "module:Class" of the predictor, imported lazily
+    hyper: dict[str, Any] = field(default_factory=dict)   # default constructor hyperparameters
+    is_torch: bool = True            # False: the class has its own fit(...)/predict(groups)
+    # Logit-invariance weight v (SPEC §4.6). Only SNE uses it by default: it is how SNE learns the
+    # hidden-unit permutation symmetry without weight tying. DeepSets/StatNN/NFN are invariant by
+    # construction (the penalty is identically 0, pure cost), and the published MLP baseline is
+    # trained without it, so adding it there would no longer be that baseline.
+    invariance_weight: float = 0.0
+    # How the class is constructed: "archs" -> Cls(train_archs, **hyper); "sne" -> Cls(SNEConfig(**hyper)).
+    build_style: str = "archs"
+
+    def cls(self):
+        module, attr = self.target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise MethodError(f"method {self.name!r}: cannot load {self.target} ({e})") from e
+
+    def build(self, train_archs: list, hyper: dict | None = None):
+        h = {**self.hyper, **(hyper or {})}
+        cls = self.cls()
+        if self.build_style == "sne":
+            module = importlib.import_module(self.target.split(":")[0])
+            config_cls = getattr(module, "SNEConfig")
+            unknown = set(h) - set(getattr(config_cls, "__dataclass_fields__", h))
+            if unknown:
+                raise MethodError(f"method {self.name!r}: unknown SNEConfig field(s) {sorted(unknown)}")
+            return cls(config_cls(**h))
+        return cls(list(train_archs), **h)
+
+
+# Hyperparameters the registry does not set are the predictor classes' own defaults; the ones set
+# here are the project's choices (see each class for the reason).
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add (or replace) a method; how users plug in their own predictor."""
+    METHODS[method.name] = method
+    return method
+
+
+for _m in (
+    Method("sne", "sne_core.encoders.sne:SNE", invariance_weight=1.0, build_style="sne"),
+    Method("mlp", "sne_core.baselines.mlp:MLPPredictor"),
+    Method("deepsets", "sne_core.baselines.deepsets:DeepSetsPredictor"),
+    Method("statnn", "sne_core.baselines.statnn:StatNNPredictor"),
+    Method("gbm", "sne_core.baselines.gbm:GBMPredictor", is_torch=False),
+    Method("nfn_np", "sne_core.baselines.nfn:NFNNPPredictor"),
+    Method("nfn_hnp", "sne_core.baselines.nfn:NFNHNPPredictor"),
+):
+    register_method(_m)
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise MethodError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def check_method_arch(method: str, arch) -> None:
+    """Raise the predictor's UnsupportedArchitecture (with its reason) if `method` cannot read `arch`."""
+    check: Callable | None = getattr(get_method(method).cls(), "check_arch", None)
+    if check is not None:
+        check(arch)

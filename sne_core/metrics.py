@@ -1,0 +1,45 @@
+"""How well predicted accuracies match true ones: Kendall tau (primary), R² and L1 (SPEC §1).
+
+All functions take 1-D arrays of accuracies in [0, 1] (numpy, lists or CPU tensors).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_arrays(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    t = np.asarray(true, dtype=np.float64).reshape(-1)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and true must have the same length, got {p.shape[0]} and {t.shape[0]}")
+    if p.size == 0:
+        raise ValueError("pred and true are empty: nothing to score")
+    return p, t
+
+
+def kendall_tau(pred, true) -> float:
+    """Kendall's tau-b (scipy). NaN when either side is constant (the rank order is undefined)."""
+    from scipy.stats import kendalltau
+    p, t = _as_arrays(pred, true)
+    if p.size < 2:
+        return float("nan")
+    return float(kendalltau(p, t).statistic)
+
+
+def r2(pred, true) -> float:
+    """Coefficient of determination 1 - SS_res / SS_tot; NaN when `true` is constant."""
+    p, t = _as_arrays(pred, true)
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    if ss_tot == 0.0:
+        return float("nan")
+    return 1.0 - float(((t - p) ** 2).sum()) / ss_tot
+
+
+def l1(pred, true) -> float:
+    """Mean absolute error, in accuracy units (0.01 = one percentage point)."""
+    p, t = _as_arrays(pred, true)
+    return float(np.abs(p - t).mean())
+
+
+def summarize(pred, true) -> dict[str, float]:
+    return {"tau": kendall_tau(pred, true), "r2": r2(pred, true), "l1": l1(pred, true)}

@@ -1,0 +1,260 @@
+"""Evaluation protocols (SPEC §1): in-distribution, cross-dataset and cross-architecture tables.
+
+Every cell is mean +- std over predictor seeds (SPEC: "predictor seeds"); every method and every
+seed sees the same stored split of each zoo (`sne_core.splits`, split seed 0 by default), so the
+std measures the predictor's own variance and all rows are scored on the same test networks. A predictor trains on the train part of its
+training zoo, selects its state on that zoo's val part, and is scored on the *test part* of each
+test zoo: in-distribution on its own zoo's test split, cross-zoo on the target zoo's test split
+(so a network never scored in-distribution as "train" is scored cross-zoo either, and the cross-
+and in-distribution rows of one target zoo are measured on the very same networks).
+
+A method that cannot read an architecture gives a row of NaNs with `note = "n/a: <reason>"`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import numpy as np
+
+from sne_core.encoders import UnsupportedArchitecture
+from sne_core.methods import check_method_arch, get_method
+from sne_core.metrics import summarize
+from sne_core.splits import get_or_create_split, ids_in
+from sne_core.train import TrainConfig, ZooData, fit, predict
+
+TABLE_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "r2_std",
+                 "l1_mean", "l1_std", "seeds", "note"]
+AVERAGE = "average"
+
+
+def parse_zoo(zoo) -> tuple[str, str]:
+    """"mnist/arch1" or ("mnist", "arch1") -> ("mnist", "arch1")."""
+    if isinstance(zoo, (tuple, list)) and len(zoo) == 2:
+        return str(zoo[0]), str(zoo[1])
+    parts = str(zoo).split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"zoo must be written dataset/arch (e.g. mnist/arch1), got {zoo!r}")
+    return parts[0], parts[1]
+
+
+def zoo_name(zoo) -> str:
+    return "/".join(parse_zoo(zoo))
+
+
+def load_zoo(store, zoo, part: str, split_seed: int = 0) -> ZooData:
+    """The networks of one split part (train/val/test) of a zoo, final checkpoints, with their targets."""
+    dataset, arch = parse_zoo(zoo)
+    ids = ids_in(get_or_create_split(store, dataset, arch, split_seed), part)
+    ws, models = store.read_weights(dataset, arch, epoch="final", model_ids=ids)
+    got = np.asarray(models["model_id"], dtype=np.int64)
+    if len(ws) != len(got) or set(got.tolist()) != set(ids.tolist()):
+        raise ValueError(f"zoo {zoo_name(zoo)}: store returned {len(got)} networks for the {len(ids)} model ids "
+                         f"of split part {part!r}; the weight files and the models table disagree")
+    return ZooData([ws], models["test_acc"].to_numpy(np.float32), got, zoo=f"{zoo_name(zoo)}:{part}")
+
+
+def _row(method, train_zoo, test_zoo, seed, metrics=None, note="", **extra) -> dict:
+    m = metrics or {"tau": math.nan, "r2": math.nan, "l1": math.nan}
+    return {"method": method, "train_zoo": train_zoo, "test_zoo": test_zoo, "seed": seed, **m, "note": note, **extra}
+
+
+def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable[int],
+             config: TrainConfig | None = None, split_seed: int = 0,
+             log: Callable[[int, int, dict], None] | None = None,
+             on_fit: Callable[[int, object, dict], None] | None = None):
+    """Raw rows (method, train_zoo, test_zoo, seed, tau, r2, l1, note, val_tau, best_epoch, ...):
+    one predictor per seed, trained on `train_zoo`, scored on every test zoo's test split.
+    `log(seed, epoch, metrics)` receives the per-epoch training metrics; `on_fit(seed, fit_result,
+    predictions)` receives each seed's FitResult and {test_zoo: (model_ids, y_true, y_pred)} (the
+    pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter)."""
+    import pandas as pd
+    config = config or TrainConfig()
+    train_zoo, test_zoos, seeds = zoo_name(train_zoo), [zoo_name(z) for z in test_zoos], list(seeds)
+    train, val = load_zoo(store, train_zoo, "train", split_seed), load_zoo(store, train_zoo, "val", split_seed)
+    try:
+        for g in train.groups:
+            check_method_arch(method, g.arch)
+    except UnsupportedArchitecture as e:
+        return pd.DataFrame([_row(method, train_zoo, t, s, note=f"n/a: {e}") for s in seeds for t in test_zoos])
+    # Which test zoos can this method, once built for the training arch, read at all? (The class-level
+    # check, then the instance's: the MLP reads only the layout it was built for.) Test data is loaded
+    # here only for its architecture and scores; `fit` below never receives it.
+    tests = {t: load_zoo(store, t, "test", split_seed) for t in test_zoos}
+    probe = get_method(method).build([g.arch for g in train.groups], config.hyper)
+    na: dict[str, str] = {}
+    for t, test in tests.items():
+        try:
+            for g in test.groups:
+                check_method_arch(method, g.arch)
+                if hasattr(probe, "check_arch"):
+                    probe.check_arch(g.arch)
+        except UnsupportedArchitecture as e:
+            na[t] = f"n/a: {e}"
+    rows = [_row(method, train_zoo, t, s, note=na[t]) for s in seeds for t in test_zoos if t in na]
+    if len(na) == len(tests):
+        return _in_order(pd.DataFrame(rows), test_zoos)
+    for seed in seeds:
+        cfg = replace(config, method=method, seed=seed)
+        result = fit(cfg, train, val, log=None if log is None else (lambda e, m, s=seed: log(s, e, m)))
+        extra = {"val_tau": result.val.get("tau", math.nan), "best_epoch": result.best_epoch,
+                 "epochs_run": result.epochs_run, "fit_seconds": result.seconds, "n_train": len(train)}
+        preds = {}
+        for t in test_zoos:
+            if t in na:
+                continue
+            pred, true = predict(result.model, tests[t]), tests[t].y.numpy()
+            preds[t] = (tests[t].model_ids, true, pred)
+            metrics = summarize(pred, true)
+            note = "" if math.isfinite(metrics["tau"]) else "tau undefined: constant prediction"
+            rows.append(_row(method, train_zoo, t, seed, metrics, note, **extra, n_test=len(tests[t])))
+        if on_fit is not None:
+            on_fit(seed, result, preds)
+    return _in_order(pd.DataFrame(rows), test_zoos)
+
+
+def _in_order(raw, test_zoos: list[str]):
+    """Rows by seed, then test zoo in the order asked for."""
+    rank = {t: i for i, t in enumerate(test_zoos)}
+    return raw.sort_values(["seed", "test_zoo"], key=lambda c: c.map(rank) if c.name == "test_zoo" else c,
+                           kind="stable", ignore_index=True)
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan   # sample std over seeds
+
+
+def aggregate(raw):
+    """Raw per-seed rows -> one row per (method, train_zoo, test_zoo): mean +- std over seeds."""
+    import pandas as pd
+    out = []
+    for (method, train_zoo, test_zoo), g in raw.groupby(["method", "train_zoo", "test_zoo"], sort=False):
+        row = {"method": method, "train_zoo": train_zoo, "test_zoo": test_zoo}
+        for k in ("tau", "r2", "l1"):
+            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std(g[k].to_numpy(np.float64))
+        row["seeds"] = int(np.isfinite(g["tau"].to_numpy(np.float64)).sum())
+        notes = [n for n in g["note"].fillna("") if n]
+        row["note"] = notes[0] if notes else ""
+        out.append(row)
+    return pd.DataFrame(out, columns=TABLE_COLUMNS)
+
+
+def average_rows(raw, label: str):
+    """Per method and seed: the mean over the cells in `raw`; then mean +- std over seeds.
+    A method with an n/a cell gets an n/a average (an average over a subset would mislead)."""
+    import pandas as pd
+    per_seed = []
+    for (method, seed), g in raw.groupby(["method", "seed"], sort=False):
+        notes = [n for n in g["note"].fillna("") if n]
+        per_seed.append({"method": method, "train_zoo": AVERAGE, "test_zoo": label, "seed": seed,
+                         **{k: g[k].mean() if g[k].notna().all() else math.nan for k in ("tau", "r2", "l1")},
+                         "note": notes[0] if notes else ""})
+    return aggregate(pd.DataFrame(per_seed))
+
+
+def _table(methods, store, plan, seeds, config, split_seed, averages: dict | None = None, raw_out=None, log=None):
+    """Run `evaluate` for each (method, train_zoo, test_zoos) in `plan`; aggregate; add average rows
+    over the cells selected by each `averages[label](raw) -> mask`."""
+    import pandas as pd
+    raw = pd.concat([evaluate(m, store, tz, tests, seeds, config, split_seed, log)
+                     for m in methods for tz, tests in plan if tests], ignore_index=True)
+    if raw_out is not None:
+        raw_out.append(raw)
+    parts = [aggregate(raw)]
+    for label, select in (averages or {}).items():
+        sub = raw[select(raw)]
+        if len(sub):
+            parts.append(average_rows(sub, label))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _by_arch(zoos) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for z in zoos:
+        groups.setdefault(parse_zoo(z)[1], []).append(zoo_name(z))
+    return groups
+
+
+def in_distribution(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0, raw_out=None, log=None):
+    """Train and test on the same zoo (its train/val vs its test split)."""
+    plan = [(zoo_name(z), [zoo_name(z)]) for z in zoos]
+    return _table(methods, store, plan, seeds, config, split_seed, raw_out=raw_out, log=log)
+
+
+def cross_dataset(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0, raw_out=None, log=None):
+    """Train on each zoo, test on every *other* zoo of the same architecture; one average row per
+    method and architecture (train_zoo = "average", test_zoo = the architecture)."""
+    groups = _by_arch(zoos)
+    plan = [(a, [b for b in g if b != a]) for g in groups.values() for a in g]
+    averages = {arch: (lambda raw, arch=arch: raw["test_zoo"].map(lambda z: parse_zoo(z)[1]) == arch)
+                for arch, g in groups.items() if len(g) > 1}
+    return _table(methods, store, plan, seeds, config, split_seed, averages, raw_out, log)
+
+
+def cross_architecture(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0,
+                       archs: tuple[str, str] = ("arch1", "arch2"), raw_out=None, log=None):
+    """Train on each zoo of archs[0], test on every zoo of archs[1] (every dataset pair), and the
+    reverse; one average row per method and direction (test_zoo = "arch1->arch2")."""
+    groups = _by_arch(zoos)
+    plan, averages = [], {}
+    for src, dst in (archs, archs[::-1]):
+        if groups.get(src) and groups.get(dst):
+            plan += [(a, groups[dst]) for a in groups[src]]
+            averages[f"{src}->{dst}"] = (lambda raw, s=src, d=dst: raw["train_zoo"].map(lambda z: parse_zoo(z)[1]).eq(s)
+                                         & raw["test_zoo"].map(lambda z: parse_zoo(z)[1]).eq(d))
+    return _table(methods, store, plan, seeds, config, split_seed, averages, raw_out, log)
+
+
+def _cell(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+
+
+def format_table(df) -> str:
+    """Markdown: one line per row, cells mean ± std over seeds, n/a (with the reason) where a
+    method cannot read an architecture."""
+    lines = ["| method | train zoo | test zoo | Kendall tau | R² | L1 | seeds | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in df.itertuples(index=False):
+        note = str(r.note or "").replace("|", "/")
+        lines.append(f"| {r.method} | {r.train_zoo} | {r.test_zoo} | {_cell(r.tau_mean, r.tau_std)} | "
+                     f"{_cell(r.r2_mean, r.r2_std)} | {_cell(r.l1_mean, r.l1_std)} | {r.seeds} | {note} |")
+    return "\n".join(lines)
+
+
+def evaluate_all(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0, log=None, on_fit=None):
+    """Raw rows for all three tables at the cost of one: each (method, training zoo, seed) is
+    trained once and scored on the test split of *every* zoo. `tables_from_raw` then cuts the
+    in-distribution, cross-dataset and cross-architecture tables out of these rows."""
+    import pandas as pd
+    names = [zoo_name(z) for z in zoos]
+    return pd.concat([evaluate(m, store, tz, names, seeds, config, split_seed,
+                               None if log is None else (lambda s, e, x, m=m, tz=tz: log(m, tz, s, e, x)),
+                               None if on_fit is None else (lambda s, r, p, m=m, tz=tz: on_fit(m, tz, s, r, p)))
+                      for m in methods for tz in names], ignore_index=True)
+
+
+def tables_from_raw(raw, archs: tuple[str, str] = ("arch1", "arch2")) -> dict:
+    """{"in_distribution", "cross_dataset", "cross_architecture"} -> aggregated tables with the
+    same rows and average rows as `in_distribution`, `cross_dataset` and `cross_architecture`."""
+    import pandas as pd
+    arch = lambda col: raw[col].map(lambda z: parse_zoo(z)[1])
+    same_zoo = raw["train_zoo"] == raw["test_zoo"]
+    same_arch = arch("train_zoo") == arch("test_zoo")
+    tables = {"in_distribution": aggregate(raw[same_zoo])}
+    cross = raw[same_arch & ~same_zoo]
+    cross_arch = arch("test_zoo")[cross.index]
+    parts = [aggregate(cross)] + [average_rows(cross[cross_arch == a], a) for a in sorted(set(cross_arch))]
+    tables["cross_dataset"] = pd.concat(parts, ignore_index=True)
+    parts = []
+    for src, dst in (archs, archs[::-1]):
+        sel = raw[(arch("train_zoo") == src) & (arch("test_zoo") == dst)]
+        if len(sel):
+            parts += [aggregate(sel), average_rows(sel, f"{src}->{dst}")]
+    tables["cross_architecture"] = pd.concat(parts, ignore_index=True) if parts else aggregate(raw.iloc[:0])
+    return tables

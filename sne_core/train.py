@@ -1,0 +1,200 @@
+"""One training loop for every torch predictor (SNE and the torch baselines), one path for GBM.
+
+A `TrainConfig` in, a `FitResult` out. The loop: Adam on binary cross-entropy between the
+predictor's logits and the networks' test accuracies, plus SNE's logit-invariance penalty
+v * 1/2 (f(x) - f(g x))^2 with g a random function-preserving hidden-unit permutation
+(SPEC §4.6); after every epoch the validation set is scored and the state with the best
+validation Kendall tau is kept (early stopping on validation only: `fit` never sees test data).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sne_core.methods import get_method
+from sne_core.metrics import summarize
+from sne_core.symmetry import invariance_penalty
+from sne_core.weights import WeightSet
+
+
+@dataclass
+class TrainConfig:
+    method: str = "sne"
+    # Optimisation (*choose*; the paper does not give them). Zoos are a few thousand networks, so
+    # 64 networks a batch gives ~50 steps an epoch on a 7.5k-network train split; Adam at 1e-3 is
+    # the usual Set-Transformer setting. Early stopping usually ends runs well before `epochs`.
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10             # epochs without a better validation tau before stopping
+    # v of the logit-invariance regulariser; None = the method's default (1.0 for SNE, 0 otherwise:
+    # see sne_core.methods.Method.invariance_weight). v = 1 puts the penalty on the same scale as the
+    # BCE term: a permuted copy whose logit differs by 1 costs as much as a ~0.5 BCE error, so it
+    # shapes the encoder without letting it collapse to a constant (which minimises the penalty alone).
+    invariance_weight: float | None = None
+    seed: int = 0                  # predictor seed: init, batch order, dropout, sampled permutations
+    device: str = "auto"           # "auto" = cuda if available, else cpu
+    amp: str = "auto"              # "none" | "bf16" | "auto" (= bf16 autocast on CUDA with bf16 support)
+    hyper: dict = field(default_factory=dict)   # predictor hyperparameters, over the method's defaults
+
+    def __post_init__(self):
+        if self.amp not in ("none", "bf16", "auto"):
+            raise ValueError(f"TrainConfig.amp must be 'none', 'bf16' or 'auto', got {self.amp!r}")
+        for name in ("epochs", "batch_size", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ZooData:
+    """Networks and their targets. `groups[k]` holds networks of one architecture; `y` and
+    `model_ids` follow the groups' concatenated order (the order of a predictor's output)."""
+    groups: list[WeightSet]
+    y: torch.Tensor                 # [N] float32 test accuracy in [0, 1]
+    model_ids: np.ndarray           # [N]
+    zoo: str = ""
+
+    def __post_init__(self):
+        n = sum(len(g) for g in self.groups)
+        y = self.y if isinstance(self.y, torch.Tensor) else np.array(self.y, dtype=np.float32)  # own copy
+        self.y = torch.as_tensor(y, dtype=torch.float32).reshape(-1)
+        self.model_ids = np.asarray(self.model_ids).reshape(-1)
+        if n == 0 or self.y.numel() != n or self.model_ids.size != n:
+            raise ValueError(f"zoo {self.zoo!r}: {n} networks but {self.y.numel()} targets and "
+                             f"{self.model_ids.size} model ids (expected equal and > 0)")
+        if not torch.isfinite(self.y).all() or self.y.min() < 0 or self.y.max() > 1:
+            raise ValueError(f"zoo {self.zoo!r}: field 'test_acc' must be finite accuracies in [0, 1], "
+                             f"got range [{self.y.min():.4g}, {self.y.max():.4g}]")
+
+    def __len__(self) -> int:
+        return self.y.numel()
+
+    def to(self, device) -> "ZooData":
+        return ZooData([g.to(device) for g in self.groups], self.y.to(device), self.model_ids, self.zoo)
+
+    def batch(self, idx: torch.Tensor) -> tuple[list[WeightSet], torch.Tensor]:
+        """Networks at global indices `idx` (sorted, so outputs come back in group order) and their y."""
+        idx = torch.sort(idx.cpu()).values
+        groups, start = [], 0
+        for g in self.groups:
+            local = idx[(idx >= start) & (idx < start + len(g))] - start
+            if local.numel():
+                groups.append(g.subset(local.to(g.params[0].device)))
+            start += len(g)
+        return groups, self.y[idx.to(self.y.device)]
+
+
+@dataclass
+class FitResult:
+    model: Any                      # the predictor at its best validation epoch
+    config: TrainConfig
+    best_epoch: int                 # 0-based; GBM: -1 (it selects its rounds itself)
+    epochs_run: int
+    val: dict[str, float]           # validation metrics of the returned model
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _use_bf16(device: torch.device, amp: str) -> bool:
+    # bf16 needs no loss scaling; it pays off for SNE's attention on GPU. On CPU autocast is
+    # usually slower than fp32, so "auto" keeps fp32 there.
+    if amp == "bf16":
+        return True
+    return amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@torch.no_grad()
+def predict(model, data: ZooData, batch_size: int = 256) -> np.ndarray:
+    """Predicted test accuracies, in `data`'s order."""
+    if not isinstance(model, torch.nn.Module):          # GBM and other non-torch predictors
+        return np.asarray(model.predict(data.groups), dtype=np.float64).reshape(-1)
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for idx in torch.arange(len(data)).split(batch_size):
+        groups, _ = data.batch(idx)
+        logits = model([g.to(device) for g in groups])   # fp32: evaluation is cheap next to training
+        out.append(torch.sigmoid(logits.float()).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def fit(config: TrainConfig, train: ZooData, val: ZooData,
+        log: Callable[[int, dict], None] | None = None) -> FitResult:
+    method = get_method(config.method)
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    archs = [g.arch for g in train.groups]
+    if not method.is_torch:
+        return _fit_gbm(method, config, train, val, log, t0)
+
+    device = resolve_device(config.device)
+    model = method.build(archs, config.hyper).to(device)
+    bf16 = _use_bf16(device, config.amp)
+    v = method.invariance_weight if config.invariance_weight is None else config.invariance_weight
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)     # batch order and sampled permutations
+    train_dev, val_dev = train.to(device), val.to(device)
+    if hasattr(model, "prepare"):       # e.g. input standardisation fitted on training networks only
+        model.prepare(train_dev.groups)
+
+    history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
+    for epoch in range(config.epochs):
+        model.train()
+        sums = torch.zeros(3, device=device)          # loss, bce, penalty summed over networks
+        for idx in torch.randperm(len(train), generator=gen).split(config.batch_size):
+            groups, y = train_dev.batch(idx)               # y: [B]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(groups).float()             # [B]
+                bce = F.binary_cross_entropy_with_logits(logits, y)
+                penalty = invariance_penalty(model, groups, logits, gen) if v > 0 else torch.zeros((), device=device)
+            loss = bce + v * penalty
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += torch.stack([loss, bce, penalty]).detach() * len(y)   # no host sync per step
+        val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
+        train_m = dict(zip(("loss", "bce", "penalty"), (sums / len(train)).tolist()))
+        metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
+        history.append({"epoch": epoch, **metrics})
+        if log is not None:
+            log(epoch, metrics)
+        # Model selection on validation Kendall tau only. A constant prediction has tau = NaN:
+        # never "better", but the first epoch is kept so a model is always returned.
+        tau = val_m["tau"] if math.isfinite(val_m["tau"]) else -math.inf
+        if best_state is None or tau > best_tau:
+            best_tau, best_epoch, best_val, stale = tau, epoch, val_m, 0
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
+
+
+def _fit_gbm(method, config, train: ZooData, val: ZooData, log, t0) -> FitResult:
+    """GBM trains on weight statistics with its own boosting loop and picks its number of rounds
+    on the validation set passed here (lowest val MSE, see sne_core.baselines.gbm; never test)."""
+    model = method.build([g.arch for g in train.groups], config.hyper)
+    model.fit(train.groups, train.y.numpy(), val.groups, val.y.numpy(), seed=config.seed)
+    val_m = summarize(predict(model, val), val.y.numpy())
+    metrics = {f"val_{k}": x for k, x in val_m.items()}
+    if log is not None:
+        log(0, metrics)
+    return FitResult(model, config, -1, 1, val_m, [{"epoch": 0, **metrics}], time.perf_counter() - t0)

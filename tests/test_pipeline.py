@@ -1,0 +1,286 @@
+"""The Dagster pipeline end to end, with the smoke profile, a temp store and a temp MLflow:
+the whole graph materialises, MLflow holds the runs, a second materialisation duplicates
+nothing, the zoo checks fail bad zoos, the schedule's run requests are valid, and a bad
+configuration value is refused before any work starts."""
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dagster import AssetKey, DagsterInstance, DefaultScheduleStatus, build_schedule_context, validate_run_config
+
+from assets.partitions import predictor_partition, zoo_partition, zoo_partitions
+from assets.predictors import predictions_path
+from assets.tables import TABLES, table_path
+from pipelines.definitions import build_definitions
+from pipelines.demo import partition_keys, run_in_process
+from pipelines.mlflow_tracking import TASK
+from pipelines.profiles import ConfigError, load_profile
+from pipelines.resources import DeviceResource, MLflowTracker, StoreResource
+from sne_core.store import ZooStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS_ROOT = ROOT / "data" / "datasets"
+
+
+def make_defs(tmp: Path, profile=None, tracker: MLflowTracker | None = None):
+    resources = dict(store=StoreResource(root=str(tmp / "store"), datasets_root=str(DATASETS_ROOT)),
+                     mlflow=tracker or MLflowTracker(tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                                                     artifact_root=(tmp / "artifacts").as_uri()),
+                     device=DeviceResource(device="cpu"))
+    if profile is not None:
+        resources["profile"] = profile
+    return build_definitions("smoke", **resources)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The whole graph, materialised once in process with the smoke profile."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    old_home = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(tmp / "dagster")
+    (tmp / "dagster").mkdir()
+    defs = make_defs(tmp)
+    profile = load_profile("smoke")
+    lines: list[str] = []
+    with DagsterInstance.ephemeral() as instance:
+        ok = run_in_process(defs, profile, instance, log=lines.append)
+        yield dict(tmp=tmp, defs=defs, profile=profile, instance=instance, ok=ok, log=lines,
+                   store=ZooStore(tmp / "store"), tracker=defs.resources["mlflow"])
+    if old_home is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = old_home
+
+
+def _runs(tracker, filter_string=""):
+    exp = tracker.experiment_id(TASK)
+    return tracker.client().search_runs([exp], filter_string=filter_string, max_results=5000)
+
+
+def test_whole_graph_materialises(smoke):
+    assert smoke["ok"], "\n".join(smoke["log"])
+    profile, store, instance = smoke["profile"], smoke["store"], smoke["instance"]
+    # every partition of every stage ran, in graph order
+    expected = sum(len(partition_keys(s, profile)) for s in ("datasets", "zoos", "predictors", "tables"))
+    assert len(smoke["log"]) == expected
+    assert sorted(store.zoos()) == sorted(profile.zoos())
+    zoos = [f"{d}/{a}" for d, a in profile.zoos()]
+    for table in TABLES:
+        df = store.read_frame(table_path(table))
+        assert {"method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "l1_mean", "seeds"} <= set(df.columns)
+        assert set(df["method"]) == set(profile.methods)
+        assert not df.duplicated(["method", "train_zoo", "test_zoo"]).any()
+        event = instance.get_latest_materialization_event(AssetKey(f"{table}_table"))
+        meta = event.asset_materialization.metadata
+        assert meta["table"].value.startswith("| method |") and meta["rows"].value == len(df)
+        assert "data:image/png;base64," in meta["plot"].value
+    ind = store.read_frame(table_path("in_distribution"))
+    assert len(ind) == len(profile.methods) * len(zoos)
+    assert (ind["train_zoo"] == ind["test_zoo"]).all()
+    # SNE reads every architecture: every in-distribution cell has a score, from every seed
+    sne = ind[ind["method"] == "sne"]
+    assert np.isfinite(sne["l1_mean"]).all() and (sne["seeds"] <= profile.predictor_seeds).all()
+    for d, a in profile.zoos():
+        raw = store.read_frame(predictions_path("sne", d, a))
+        assert sorted(raw.loc[raw["test_zoo"] == f"{d}/{a}", "seed"]) == profile.seeds()
+    # NFN cannot read arch2 (flatten -> linear): n/a with its reason, never a number
+    nfn_arch2 = ind[(ind["method"] == "nfn_np") & ind["train_zoo"].str.endswith("arch2")]
+    assert len(nfn_arch2) and nfn_arch2["note"].str.startswith("n/a").all() and nfn_arch2["tau_mean"].isna().all()
+    xd = store.read_frame(table_path("cross_dataset"))
+    assert {"arch1", "arch2"} <= set(xd.loc[xd["train_zoo"] == "average", "test_zoo"])
+    xa = store.read_frame(table_path("cross_architecture"))
+    assert {"arch1->arch2", "arch2->arch1"} <= set(xa.loc[xa["train_zoo"] == "average", "test_zoo"])
+
+
+def test_mlflow_runs_have_the_expected_metrics(smoke):
+    tracker, profile = smoke["tracker"], smoke["profile"]
+    zoos = [f"{d}/{a}" for d, a in profile.zoos()]
+    runs = _runs(tracker, "tags.method = 'sne' and tags.seed != ''")
+    # one run per training zoo x seed for SNE
+    assert sorted((r.data.tags["train_zoo"], int(r.data.tags["seed"])) for r in runs) == \
+        sorted((z, s) for z in zoos for s in profile.seeds())
+    client = tracker.client()
+    run = next(r for r in runs if r.data.tags["train_zoo"] == "digits/arch1" and r.data.tags["seed"] == "0")
+    # every config field as a param
+    for field in profile.fields():
+        assert f"profile.{field}" in run.data.params
+    assert run.data.params["train.method"] == "sne"
+    # final test metrics per target zoo, and the per-epoch validation history
+    for z in zoos:
+        for m in ("tau", "r2", "l1"):
+            assert f"test/{m}/{z}" in run.data.metrics    # NaN where tau is undefined (ties), logged as such
+        assert math.isfinite(run.data.metrics[f"test/l1/{z}"])
+    history = client.get_metric_history(run.info.run_id, "val_tau")
+    assert [h.step for h in history] == list(range(int(run.data.metrics["epochs_run"])))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"pred_vs_true.png", "config.json", "predictor.pt"} <= artifacts
+    assert "predictor.pkl" in {a.path for a in client.list_artifacts(
+        _runs(tracker, "tags.method = 'gbm' and tags.seed = '0'")[0].info.run_id)}
+    # one parent run per table, one child per method: the side-by-side comparison
+    parents = _runs(tracker, "tags.`sne.kind` = 'table'")
+    assert sorted(p.data.tags["table"] for p in parents) == sorted(TABLES)
+    for p in parents:
+        children = _runs(tracker, f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
+        assert sorted(c.data.tags["method"] for c in children) == sorted(profile.methods)
+        assert any(k.startswith("tau/") for c in children for k in c.data.metrics)
+
+
+def _counts(smoke):
+    store, profile = smoke["store"], smoke["profile"]
+    rows = sum(len(store.read_frame(predictions_path(m, d, a))) for m in profile.methods for d, a in profile.zoos())
+    tables = {t: len(store.read_frame(table_path(t))) for t in TABLES}
+    models = len(store.read_models())
+    return rows, tables, models, len(_runs(smoke["tracker"]))
+
+
+def test_materialising_twice_is_idempotent(smoke):
+    before = _counts(smoke)
+    lines: list[str] = []
+    assert run_in_process(smoke["defs"], smoke["profile"], smoke["instance"], log=lines.append), "\n".join(lines)
+    assert _counts(smoke) == before    # no duplicate rows, networks or MLflow runs
+    event = smoke["instance"].get_latest_materialization_event(AssetKey("predictors"))
+    assert event.asset_materialization.metadata["reused"].value is True
+    zoo_event = smoke["instance"].get_latest_materialization_event(AssetKey("zoo"))
+    assert zoo_event.asset_materialization.metadata["trained_now"].value == 0
+
+
+def test_new_runs_only_when_asked(smoke):
+    tmp = smoke["tmp"]
+    tracker = MLflowTracker(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=(tmp / "artifacts").as_uri(),
+                            new_runs=True)
+    defs = make_defs(tmp, tracker=tracker)
+    rows, _, _, runs = _counts(smoke)
+    job = defs.resolve_job_def("train_predictors")
+    result = job.execute_in_process(partition_key=str(predictor_partition("gbm", "digits", "arch1")),
+                                    instance=smoke["instance"])
+    assert result.success
+    rows2, _, _, runs2 = _counts(smoke)
+    assert rows2 == rows                                       # the partition's rows are replaced, not appended
+    assert runs2 == runs + smoke["profile"].predictor_seeds    # one fresh run per seed, as asked
+
+
+# ---------------------------------------------------------------- checks on broken zoos
+
+def write_synthetic_zoo(store: ZooStore, dataset: str, arch_name: str, n: int, *, acc=None, nan_ids=(),
+                        diverged_ids=()):
+    """A zoo whose contents we choose: real architectures and store, weights from the init."""
+    from sne_core.archs import build_model, get_arch
+    from sne_core.hparams import sample_hparams
+    from sne_core.records import Checkpoint, NetworkResult
+    arch = get_arch(arch_name)
+    acc = acc or (lambda i: 0.3 + 0.08 * i)
+    results = []
+    for h in sample_hparams(0, n, arch.spec.bias_init):
+        torch.manual_seed(h.seed)
+        state = {k: v.detach().clone() for k, v in build_model(arch, h.activation, h.dropout).state_dict().items()}
+        final = {k: v.clone() for k, v in state.items()}
+        if h.model_id in nan_ids:
+            final[arch.layout[0].name][0] = float("nan")
+        diverged = h.model_id in diverged_ids
+        a = float("nan") if diverged else acc(h.model_id)
+        results.append(NetworkResult(h, "diverged" if diverged else "ok", 1 if diverged else None,
+                                     [Checkpoint(0, 0.1, 2.3, 0.1, 2.3, state), Checkpoint(1, a, 1.0, a, 1.0, final)]))
+    store.write_networks(dataset, arch, results, zoo_seed=0)
+
+
+def _check_zoo(tmp: Path, **zoo_kwargs):
+    write_synthetic_zoo(ZooStore(tmp / "store"), "digits", "arch1", 8, **zoo_kwargs)
+    return _materialise_zoo(tmp)
+
+
+def _materialise_zoo(tmp: Path):
+    profile = load_profile("smoke", n_models=8, max_diverged_frac=0.5, min_acc_spread=0.05)
+    defs = make_defs(tmp, profile=profile)
+    job = defs.resolve_job_def("regenerate_zoos")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(partition_key=str(zoo_partition("digits", "arch1")), instance=instance,
+                                        raise_on_error=False)
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        split_done = instance.get_latest_materialization_event(AssetKey("splits")) is not None
+    return result, checks, split_done
+
+
+def test_checks_pass_on_a_healthy_zoo(tmp_path):
+    result, checks, split_done = _check_zoo(tmp_path)
+    assert result.success and all(checks.values()) and len(checks) == 4, checks
+    assert split_done
+
+
+@pytest.mark.parametrize("broken, failing", [
+    (dict(nan_ids=(2,)), "zoo_weights_finite"),
+    (dict(diverged_ids=(0, 1, 2, 3, 4)), "zoo_not_diverged"),
+    (dict(acc=lambda i: 0.5 + 0.001 * i), "zoo_accuracy_spread"),
+])
+def test_checks_fail_a_broken_zoo(tmp_path, broken, failing):
+    result, checks, split_done = _check_zoo(tmp_path, **broken)
+    assert checks[failing] is False, checks
+    assert [n for n, ok in checks.items() if not ok] == [failing]
+    assert not result.success and not split_done     # blocking: nothing downstream ran
+
+
+def test_schema_drift_fails_the_schema_check(tmp_path):
+    import pyarrow.parquet as pq
+    store = ZooStore(tmp_path / "store")
+    write_synthetic_zoo(store, "digits", "arch1", 8)
+    part = next((tmp_path / "store" / "models" / "dataset=digits" / "arch=arch1").glob("*.parquet"))
+    table = pq.read_table(part)
+    pq.write_table(table.drop_columns(["lr"]).replace_schema_metadata(table.schema.metadata), part)
+    result, checks, split_done = _materialise_zoo(tmp_path)
+    assert checks["zoo_schema"] is False and not result.success and not split_done
+
+
+# ---------------------------------------------------------------- schedule and configuration
+
+def test_schedule_and_its_run_requests_are_valid(tmp_path):
+    defs = make_defs(tmp_path)
+    schedule = defs.resolve_schedule_def("weekly_zoo_regeneration")
+    assert schedule.default_status == DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == "0 3 * * 1" and schedule.job_name == "regenerate_zoos"
+    when = datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                         repository_def=defs.get_repository_def(),
+                                         resources={"profile": defs.resources["profile"]})
+        requests = list(schedule.evaluate_tick(context).run_requests)
+    profile = load_profile("smoke")
+    assert len(requests) == len(profile.zoos())
+    job = defs.resolve_job_def("regenerate_zoos")
+    keys = set(zoo_partitions.get_partition_keys())
+    for r in requests:
+        assert r.partition_key in keys
+        assert r.run_config["resources"]["profile"]["config"]["zoo_seed"] == 20261130
+        validate_run_config(job, r.run_config)     # raises on an invalid config
+    assert len({r.run_key for r in requests}) == len(requests)
+    # downstream follows the regenerated zoos through declarative automation
+    for key in ("predictors", "in_distribution_table"):
+        assert defs.resolve_assets_def(key).automation_conditions_by_key[AssetKey(key)] is not None
+
+
+def test_bad_configuration_is_refused_naming_the_field(tmp_path):
+    for overrides, field in ((dict(n_models=1), "n_models"), (dict(methods=["sne", "nope"]), "methods"),
+                             (dict(datasets=[]), "datasets"), (dict(predictor_hyper="{bad"), "predictor_hyper")):
+        with pytest.raises(ConfigError, match=f"field '{field}'"):
+            load_profile("smoke", **overrides)
+    with pytest.raises(ConfigError, match="field 'profile'"):
+        load_profile("huge")
+    # through Dagster run config: refused when the resource is built, before any asset body runs
+    defs = make_defs(tmp_path)
+    job = defs.resolve_job_def("regenerate_zoos")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(partition_key=str(zoo_partition("digits", "arch1")), instance=instance,
+                                        run_config={"resources": {"profile": {"config": {"n_models": 1}}}},
+                                        raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_failure)
+        assert "n_models" in str(failure.event_specific_data.error)
+        assert instance.get_latest_materialization_event(AssetKey("zoo")) is None
+    assert not (tmp_path / "store" / "models").exists()
+    from pipelines.demo import main
+    assert main(["--profile", "nope"]) == 2

@@ -1,0 +1,139 @@
+"""The shared training loop: learns, selects on validation only, is seeded, and runs every method."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sne_core.archs import get_arch, parse_spec, register_arch
+from sne_core.encoders import UnsupportedArchitecture
+from sne_core.methods import METHODS, MethodError, check_method_arch, get_method
+from sne_core.metrics import kendall_tau
+from sne_core.protocols import load_zoo
+from sne_core.store import ZooStore
+from sne_core.train import TrainConfig, ZooData, fit, predict
+from test_splits import write_synthetic_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Train / val parts of a 40-network synthetic Arch1 zoo (split 50% test, then 80/20)."""
+    store = ZooStore(tmp_path_factory.mktemp("train") / "store")
+    write_synthetic_zoo(store, "mnist", "arch1", 40, diverged=(5,))
+    return load_zoo(store, "mnist/arch1", "train"), load_zoo(store, "mnist/arch1", "val")
+
+
+def cfg(method="mlp", **kw):
+    base = dict(method=method, epochs=3, batch_size=8, lr=1e-3, patience=50, device="cpu", amp="none")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_zoodata_refuses_bad_targets(zoo):
+    train, _ = zoo
+    with pytest.raises(ValueError, match=r"zoo 'bad': field 'test_acc' must be finite accuracies in \[0, 1\]"):
+        ZooData(train.groups, train.y * 100, train.model_ids, zoo="bad")
+    with pytest.raises(ValueError, match="targets"):
+        ZooData(train.groups, train.y[:-1], train.model_ids[:-1], zoo="short")
+
+
+def test_config_and_registry_errors():
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(MethodError, match="unknown method 'nope'; known: deepsets, gbm, mlp, nfn_hnp, nfn_np, sne, statnn"):
+        get_method("nope")
+    assert {"sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp"} <= set(METHODS)
+    assert [m for m, spec in METHODS.items() if spec.invariance_weight > 0] == ["sne"]
+
+
+def test_check_method_arch():
+    check_method_arch("sne", get_arch("arch2"))
+    check_method_arch("statnn", get_arch("arch2"))
+    with pytest.raises(UnsupportedArchitecture, match="arch2"):
+        check_method_arch("nfn_np", get_arch("arch2"))
+
+
+def test_fit_lowers_training_loss_and_logs_every_epoch(zoo):
+    logged = []
+    result = fit(cfg("statnn", epochs=8, lr=1e-2), *zoo, log=lambda e, m: logged.append((e, m)))
+    assert result.epochs_run == 8 and [e for e, _ in logged] == list(range(8))
+    assert {"train_loss", "train_bce", "train_penalty", "val_tau", "val_r2", "val_l1"} <= set(logged[0][1])
+    bce = [m["train_bce"] for _, m in logged]
+    assert bce[-1] < bce[0] - 0.005
+
+
+def test_selection_and_early_stopping_on_validation_tau(zoo):
+    train, val = zoo
+    result = fit(cfg("statnn", epochs=60, patience=3, lr=1e-2), train, val)
+    taus = [h["val_tau"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(taus))              # first epoch with the best val tau
+    assert result.epochs_run == len(taus)
+    if result.epochs_run < 60:                                    # stopped: `patience` epochs without a gain
+        assert result.epochs_run == result.best_epoch + 1 + 3
+    # the returned model is the best-epoch state, not the last one
+    assert kendall_tau(predict(result.model, val), val.y) == pytest.approx(result.val["tau"])
+    assert result.val["tau"] == pytest.approx(max(taus))
+
+
+def test_same_config_same_result_on_cpu(zoo):
+    a = fit(cfg(epochs=2, invariance_weight=0.5), *zoo)     # random permutations drawn too
+    b = fit(cfg(epochs=2, invariance_weight=0.5), *zoo)
+    assert a.history == b.history
+    assert np.array_equal(predict(a.model, zoo[1]), predict(b.model, zoo[1]))
+    c = fit(cfg(epochs=2, invariance_weight=0.5, seed=1), *zoo)
+    assert not np.array_equal(predict(a.model, zoo[1]), predict(c.model, zoo[1]))
+
+
+def test_invariance_penalty_is_zero_for_invariant_predictors_only(zoo):
+    statnn = fit(cfg("statnn", epochs=1, invariance_weight=1.0), *zoo)   # per-tensor statistics: invariant
+    mlp = fit(cfg("mlp", epochs=1, invariance_weight=1.0), *zoo)         # flat weights: not invariant
+    assert statnn.history[0]["train_penalty"] < 1e-6
+    assert mlp.history[0]["train_penalty"] > 1e-4
+    assert mlp.history[0]["train_loss"] == pytest.approx(mlp.history[0]["train_bce"] + mlp.history[0]["train_penalty"], rel=1e-4)
+
+
+def test_bf16_autocast_path_runs(zoo):
+    result = fit(cfg(epochs=1, amp="bf16"), *zoo)
+    assert math.isfinite(result.history[0]["train_loss"])
+    pred = predict(result.model, zoo[1])
+    assert pred.dtype == np.float64 and ((pred > 0) & (pred < 1)).all()
+
+
+def test_gbm_trains_with_its_own_fit_selected_on_validation(zoo):
+    train, val = zoo
+    logged = []
+    result = fit(cfg("gbm", hyper={"max_rounds": 30, "min_samples_leaf": 2}), train, val,
+                 log=lambda e, m: logged.append(m))
+    assert result.best_epoch == -1 and len(logged) == 1 and "val_tau" in logged[0]
+    assert 1 <= result.model.n_rounds_ <= 30
+    pred = predict(result.model, train)
+    assert pred.shape == (len(train),) and kendall_tau(pred, train.y) > 0.5
+
+
+TINY = register_arch(parse_spec({"name": "tiny_train_test", "layers": [
+    {"type": "conv", "out": 4, "kernel": 3, "stride": 4}, {"type": "act"}, {"type": "gap"},
+    {"type": "linear", "out": 3}]}))
+
+
+@pytest.mark.parametrize("method", [
+    "statnn",   # control: the task and the loop are fine when the encoder can see weight statistics
+    pytest.param("sne", marks=pytest.mark.xfail(strict=True, reason=(
+        "measured 2026-11-27: at init SNE's network codes barely vary across networks (std 0.003 over "
+        "networks vs 1.0 over features) and training on 8-12 tiny networks stays at the constant-prediction "
+        "BCE or falls back to it (train tau <= 0.86 after 60-120 epochs at lr 1e-3..1e-2); strict, so this "
+        "fails loudly once sne_core.encoders.sne learns it and the mark must go"))),
+])
+def test_overfits_a_tiny_zoo(tmp_path, method):
+    """The predictor memorises 8 networks of a small arch through the shared loop: train tau near 1.
+    No invariance penalty here: every TINY layer fits in one chunk, so SNE is exactly invariant to its
+    hidden permutations (measured |f(x) - f(gx)| ~ 1e-7) and the penalty would only double the cost."""
+    store = ZooStore(tmp_path / "store")
+    write_synthetic_zoo(store, "mnist", TINY, 8)
+    ws, models = store.read_weights("mnist", TINY.name)
+    data = ZooData([ws], models.test_acc.to_numpy(), models.model_id.to_numpy(), zoo="mnist/tiny")
+    hyper = {"hidden": 16, "heads": 2, "head_widths": [16]} if method == "sne" else {}
+    config = cfg(method, epochs=30, batch_size=8, lr=3e-3, invariance_weight=0.0, hyper=hyper)
+    result = fit(config, data, data)       # val = train on purpose: this measures memorisation
+    assert result.history[-1]["train_bce"] < result.history[0]["train_bce"]
+    assert kendall_tau(predict(result.model, data), data.y) > 0.9
