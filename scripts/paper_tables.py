@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CSV_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "l1_mean", "seeds"]
@@ -39,13 +39,17 @@ class Size:
     train_epochs: int
     patience: int
     lr: float
+    hyper: dict = field(default_factory=dict)   # method -> predictor hyperparameters over its defaults
 
 
 SIZES = {
     # 200 networks a zoo (the SNE issue's floor), 3 epochs over 4,000 images: ~10 minutes a MNIST
     # zoo on 2 cores. 80 training networks a zoo, so predictors take small batches to get steps.
+    # NFN at its published widths needs ~4 s a batch here, so the CPU run narrows it.
     "cpu": Size(models=200, epochs=3, max_images=4000, max_test_images=2000, zoo_batch=64,
-                eval_train_images=2000, train_batch=16, train_epochs=80, patience=20, lr=3e-3),
+                eval_train_images=2000, train_batch=16, train_epochs=30, patience=8, lr=1e-3,
+                hyper={"nfn_np": {"hchannels": (8, 8), "head_hidden": 128},
+                       "nfn_hnp": {"hchannels": (8, 8), "head_hidden": 128}}),
     # The GPU run: 2,000 networks a zoo, 20 epochs on the full training sets (protocol batch 512).
     "full": Size(models=2000, epochs=20, max_images=None, max_test_images=None, zoo_batch=512,
                  eval_train_images=10_000, train_batch=64, train_epochs=100, patience=15, lr=1e-3),
@@ -78,7 +82,7 @@ def _evaluate_one(job):
     method, train_zoo, zoos, seeds, store_root, size, device, threads = job
     torch.set_num_threads(threads)
     config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
-                         patience=size.patience, device=device)
+                         patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})))
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
