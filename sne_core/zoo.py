@@ -185,11 +185,13 @@ def _train_unit(arch: Arch, unit: list[HParams], data: TrainData, run: RunSpec, 
     return sorted(results, key=lambda r: r.model_id)
 
 
-_worker_job: tuple | None = None     # (arch, data, run, strategy), set in the parent before fork
+_worker_job: tuple | None = None     # (arch, data, run, strategy), set in each worker by _worker_init
 
 
-def _worker_init() -> None:
+def _worker_init(job: tuple) -> None:
+    global _worker_job
     torch.set_num_threads(1)
+    _worker_job = job
 
 
 def _worker_unit(unit: list[HParams]) -> bytes:
@@ -211,7 +213,6 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
     """Train the networks of `config` not in `skip_ids`, one unit at a time; `on_result(unit results)`
     after each unit, in unit order (so an interruption loses at most one unit per worker).
     Returns the results, by model_id."""
-    global _worker_job
     arch = get_arch(config.arch)
     device = config.torch_device()
     tdata = prepare_data(config, data, device)
@@ -239,11 +240,14 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
     out: list[NetworkResult] = []
     pool = None
     if workers > 1:
-        _worker_job = (arch, tdata, run, strategy)
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init)
+        # spawn, not fork: the caller may have threads (Dagster's executor, torch's pools), and a
+        # forked child can inherit a lock that one of them held -- seen here as a zoo step that hung
+        # for good inside a Dagster run. Spawned workers start clean; the data goes to them once.
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=((arch, tdata, run, strategy),))
         unit_results = (pickle.loads(b) for b in pool.imap(_worker_unit, units))
     else:
         unit_results = (_train_unit(arch, u, tdata, run, strategy) for u in units)
+    finished = False
     try:
         for unit, results in zip(units, unit_results):
             if on_result is not None:
@@ -251,11 +255,12 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
             out += results
             if bar is not None:
                 bar.update(sum(steps_per_epoch(h, n_train, config.batch_size) * config.epochs for h in unit))
+        finished = True
     finally:
         if pool is not None:
-            pool.terminate()
+            # close + join when done (terminate is for interruptions: it kills workers mid-unit)
+            pool.close() if finished else pool.terminate()
             pool.join()
-            _worker_job = None
         if bar is not None:
             bar.close()
     return sorted(out, key=lambda r: r.model_id)
