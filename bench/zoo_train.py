@@ -20,6 +20,7 @@ Targets: >= 1.5x on the 2-core CPU; >= 100x (600 model-epochs/s or more) on an H
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     naive_models = min(models, a.naive_models or (16 if device.type == "cuda" else models))
     arch = get_arch(a.arch)
     raw = load_dataset("mnist", a.data_root, max_train=a.max_images, max_test=a.max_test_images)
-    config = ZooConfig("mnist", a.arch, models, a.epochs, seed=a.seed, max_images=a.max_images,
+    config = ZooConfig("mnist", a.arch, models, a.epochs, seed=a.seed, workers=os.cpu_count(), max_images=a.max_images,
                        max_test_images=a.max_test_images, eval_train_images=a.eval_train_images,
                        device=str(device), strategy=a.strategy, group_size=a.group_size, amp=a.amp,
                        checkpoint_epochs=(0, a.epochs))

@@ -205,7 +205,9 @@ def resolved_workers(config: ZooConfig, device: torch.device, n_units: int) -> i
     across threads, so whole units side by side use the cores better. CUDA: one process."""
     if device.type != "cpu":
         return 1
-    return max(1, min(config.workers or os.cpu_count() or 1, n_units))
+    # Default 1 (in process): a pool interrupted mid-zoo hung in terminate() here (workers that ignore
+    # SIGTERM); set `workers` to use one process per core, as bench/zoo_train.py does.
+    return max(1, min(config.workers or 1, n_units))
 
 
 def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable[[list[NetworkResult]], None] | None = None,
@@ -258,8 +260,13 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
         finished = True
     finally:
         if pool is not None:
-            # close + join when done (terminate is for interruptions: it kills workers mid-unit)
-            pool.close() if finished else pool.terminate()
+            if finished:
+                pool.close()
+            else:   # interrupted: stop the workers mid-unit. SIGKILL first, because a worker inherits an
+                # ignored SIGTERM from launchers that ignore it (seen here), and then terminate() hangs.
+                for proc in pool._pool:
+                    proc.kill()
+                pool.terminate()
             pool.join()
         if bar is not None:
             bar.close()
