@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sne_core.devices import resolve_device
 from sne_core.methods import get_method
 from sne_core.metrics import summarize
 from sne_core.symmetry import invariance_penalty
@@ -103,12 +104,6 @@ class FitResult:
     val: dict[str, float]           # validation metrics of the returned model
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _use_bf16(device: torch.device, amp: str) -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sne_core.archs import Arch, get_arch
+from sne_core.devices import resolve_device
 from sne_core.hparams import HParams, sample_network
 from sne_core.records import STATUS_DIVERGED, NetworkResult
 from sne_core.zoo_network import RunSpec, TrainData, steps_per_epoch, train_network
@@ -95,9 +96,7 @@ class ZooConfig:
         return tuple(sorted(set(base) | {0, self.epochs}))
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def resolved_group_size(self) -> int:
         return self.group_size or DEFAULT_GROUP_SIZE.get(self.torch_device().type, 8)
