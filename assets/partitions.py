@@ -50,6 +50,43 @@ predictor_partitions = MultiPartitionsDefinition({
 })
 
 
+# A predictors run trains one method on every training zoo (a range of partitions): Dagster's
+# run start-up (seconds each on a small CPU) is then paid 7 times for the whole table, not 42.
+PREDICTORS_PER_RUN = len(DATASETS) * len(ARCH_NAMES)
+
+
+def run_groups(partitions_def, wanted: list, max_per_run: int) -> list[list]:
+    """`wanted` partition keys cut into runs of at most `max_per_run` keys, each a range that one
+    Dagster run can materialise, in the definition's order. A multi-dimensional range is a product
+    of per-dimension ranges, so a group is closed as soon as its range would cover other keys."""
+    from dagster import PartitionKeyRange
+    wanted_set, groups, current = {str(k) for k in wanted}, [], []
+
+    def covers_exactly(keys) -> bool:
+        got = partitions_def.get_partition_keys_in_range(PartitionKeyRange(str(keys[0]), str(keys[-1])))
+        return [str(k) for k in got] == [str(k) for k in keys]
+
+    for key in partitions_def.get_partition_keys():
+        if str(key) not in wanted_set:
+            if current:
+                groups.append(current)
+            current = []
+        elif current and len(current) < max_per_run and covers_exactly([*current, key]):
+            current.append(key)
+        else:
+            if current:
+                groups.append(current)
+            current = [key]
+    if current:
+        groups.append(current)
+    return groups
+
+
+def range_tags(keys: list) -> dict[str, str]:
+    """Run tags that make one run materialise the contiguous range keys[0] .. keys[-1]."""
+    return {"dagster/asset_partition_range_start": str(keys[0]), "dagster/asset_partition_range_end": str(keys[-1])}
+
+
 def zoo_partition(dataset: str, arch: str) -> MultiPartitionKey:
     return MultiPartitionKey({"dataset": dataset, "arch": arch})
 

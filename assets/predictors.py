@@ -1,5 +1,10 @@
 """predictors: one method trained on one zoo, seeds inside, scored on every zoo of the profile.
 
+A partition is (method, training zoo). A run may cover a range of partitions (the backfill
+policy: one method on every training zoo per run), so a backfill or `make demo` pays Dagster's
+run start-up once per method instead of once per partition; each partition is still trained,
+stored and logged on its own.
+
 Each seed is one MLflow run (params, per-epoch validation tau, test metrics per target zoo,
 scatter, config, checkpoint). The raw per-seed rows (`sne_core.protocols.evaluate`) go to the
 store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result tables read
@@ -12,9 +17,10 @@ nothing new is logged (set the tracker's `new_runs` to force fresh runs).
 
 import hashlib
 
-from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (AllPartitionMapping, AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult,
+                     MetadataValue, asset)
 
-from assets.partitions import predictor_partitions, zoo_from_key
+from assets.partitions import PREDICTORS_PER_RUN, predictor_partitions, zoo_from_key
 from assets.zoo import splits
 from pipelines.mlflow_tracking import TASK, log_seed_run
 from pipelines.profiles import RunProfile
@@ -42,13 +48,32 @@ def _stored_rows(zoo_store, path: str):
 
 @asset(partitions_def=predictor_partitions, group_name="predictors", kinds={"pytorch", "mlflow", "parquet"},
        pool="sne_training", deps=[AssetDep(splits, partition_mapping=AllPartitionMapping())],
+       backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PREDICTORS_PER_RUN),
        description="A predictor (SNE or a baseline) trained on one zoo's train split for each seed, "
                    "selected on its val split, scored on the test split of every zoo in the profile.")
 def predictors(context: AssetExecutionContext, store: StoreResource, profile: RunProfile,
                device: DeviceResource, mlflow: MLflowTracker) -> MaterializeResult:
+    # a range run materialises every partition in it with this one result: the metadata keeps
+    # each partition's numbers under its key
+    per_key = {str(k): train_partition(context, k, store, profile, device, mlflow)
+               for k in context.partition_keys}
+    if len(per_key) == 1:
+        return MaterializeResult(metadata=next(iter(per_key.values())))
+    lines = ["| partition | in-distribution tau | reused | rows |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {m['in_distribution_tau_mean']:.3f} | {m['reused']} | {m['rows']} |" for k, m in per_key.items()]
+    return MaterializeResult(metadata={"partitions": MetadataValue.md("\n".join(lines)),
+                                       "rows": sum(m["rows"] for m in per_key.values()),
+                                       "reused": all(m["reused"] for m in per_key.values())})
+
+
+def train_partition(context: AssetExecutionContext, partition_key, store: StoreResource, profile: RunProfile,
+                    device: DeviceResource, mlflow: MLflowTracker) -> dict:
+    """Train (or reuse) one (method, training zoo) partition; returns its metadata."""
     from sne_core.protocols import evaluate
     from sne_core.train import TrainConfig
-    keys = context.partition_key.keys_by_dimension
+    if isinstance(partition_key, str):
+        partition_key = predictor_partitions.get_partition_key_from_str(partition_key)
+    keys = partition_key.keys_by_dimension
     method, (dataset, arch) = keys["method"], zoo_from_key(keys["train_zoo"])
     train_zoo = f"{dataset}/{arch}"
     zoo_store = store.get()
@@ -70,7 +95,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
     old = _stored_rows(zoo_store, path)
     if old is not None and not mlflow.new_runs and _reusable(old, key, mlflow, experiment_id):
         context.log.info(f"{method} @ {train_zoo}: stored rows and MLflow runs match key {key}; not retrained")
-        return MaterializeResult(metadata=_metadata(old, path, key, reused=True))
+        return _metadata(old, path, key, reused=True)
 
     fits = {}
     raw = evaluate(method, zoo_store, train_zoo, targets, profile.seeds(), config, profile.split_seed,
@@ -88,7 +113,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
                          f"val tau {result.val.get('tau', float('nan')):.3f}, "
                          f"test tau {float(own['tau'].iloc[0]) if len(own) else float('nan'):.3f} (run {run_id})")
     zoo_store.write_frame(path, raw, metadata={"key": key, "method": method, "train_zoo": train_zoo})
-    return MaterializeResult(metadata=_metadata(raw, path, key, reused=False))
+    return _metadata(raw, path, key, reused=False)
 
 
 def _reusable(old, key: str, mlflow: MLflowTracker, experiment_id: str) -> bool:

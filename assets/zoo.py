@@ -5,7 +5,7 @@ manager: every asset returns metadata only, and the next asset reads the store. 
 resumable, so re-materialising a zoo trains only the networks it does not hold yet.
 """
 
-from dagster import (AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue,
+from dagster import (AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue,
                      MultiToSingleDimensionPartitionMapping, asset)
 
 from assets.checks import check_zoo, zoo_check_specs
@@ -14,6 +14,7 @@ from pipelines.profiles import RunProfile
 from pipelines.resources import DeviceResource, StoreResource
 
 GROUP = "zoos"
+ZOO_TO_DATASET = MultiToSingleDimensionPartitionMapping("dataset")
 
 
 def _zoo_of(context: AssetExecutionContext) -> tuple[str, str]:
@@ -22,22 +23,29 @@ def _zoo_of(context: AssetExecutionContext) -> tuple[str, str]:
 
 
 @asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python"},
+       backfill_policy=BackfillPolicy.single_run(),   # seconds of work each: one run loads them all
        description="An image dataset served as float32 [N, 1, 28, 28] in [-1, 1] (sne_core.data); "
                    "checks that its files are present and records its size.")
 def dataset(context: AssetExecutionContext, store: StoreResource, profile: RunProfile) -> MaterializeResult:
+    per_name = {name: _dataset_metadata(name, store, profile) for name in context.partition_keys}
+    if len(per_name) == 1:
+        return MaterializeResult(metadata=next(iter(per_name.values())))
+    return MaterializeResult(metadata={f"{name}.{k}": v for name, meta in per_name.items() for k, v in meta.items()})
+
+
+def _dataset_metadata(name: str, store: StoreResource, profile: RunProfile) -> dict:
     from sne_core.data import load_dataset
-    name = context.partition_key
     data = load_dataset(name, store.datasets_uri())
-    return MaterializeResult(metadata={
+    return {
         "n_train": len(data.y_train), "n_test": len(data.y_test), "classes": data.num_classes,
         "zoo_train_images": min(len(data.y_train), profile.max_images or len(data.y_train)),
         "zoo_test_images": min(len(data.y_test), profile.max_test_images or len(data.y_test)),
         "shape": str(tuple(data.x_train.shape[1:])), "root": MetadataValue.path(store.datasets_uri()),
-    })
+    }
 
 
 @asset(partitions_def=zoo_partitions, group_name=GROUP, kinds={"pytorch", "parquet"}, pool="sne_training",
-       deps=[AssetDep(dataset, partition_mapping=MultiToSingleDimensionPartitionMapping("dataset"))],
+       deps=[AssetDep(dataset, partition_mapping=ZOO_TO_DATASET)],
        check_specs=zoo_check_specs("zoo"),
        description="A zoo of small CNNs trained with sampled hyperparameters (SPEC §2), weights and "
                    "metrics as Parquet in the store; diverged networks are recorded, never dropped.")

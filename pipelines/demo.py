@@ -4,10 +4,11 @@
     python -m pipelines.demo --profile smoke    # seconds
     python -m pipelines.demo --in-process       # one process, no executor (debugging)
 
-Stages run in order (datasets -> zoos+splits -> predictors -> tables). Within a stage every
-partition is its own Dagster run on the persistent instance in data/dagster (so `dagster dev`
-shows them afterwards), executed by Dagster's multiprocess executor; up to `--concurrency` runs
-go at once. Nothing here schedules work Dagster could not: on a cluster the same jobs are
+Stages run in order (datasets -> zoos+splits -> predictors -> tables), each as Dagster runs on
+the persistent instance in data/dagster (so `dagster dev` shows them afterwards), executed by
+Dagster's multiprocess executor; up to `--concurrency` runs go at once. A run covers what the
+asset's backfill policy would give it: all datasets in one run, one zoo per run (its checks are
+per zoo), one method on every training zoo per predictors run. Nothing here schedules work Dagster could not: on a cluster the same jobs are
 launched by the Kubernetes or Celery executor (docs/PIPELINE.md).
 """
 from __future__ import annotations
@@ -41,22 +42,45 @@ def partition_keys(stage: str, profile) -> list:
     return [None]
 
 
-def _label(key) -> str:
-    if key is None:
+def stage_runs(stage: str, profile) -> list:
+    """The stage's Dagster runs: each a list of partition keys (a contiguous range, as the asset's
+    backfill policy would launch them) or None for the unpartitioned tables. A zoo run is one
+    partition, so its checks speak for one zoo."""
+    from assets.partitions import PREDICTORS_PER_RUN, dataset_partitions, predictor_partitions, run_groups
+    keys = partition_keys(stage, profile)
+    if stage == "datasets":
+        return run_groups(dataset_partitions, keys, len(keys))
+    if stage == "predictors":
+        return run_groups(predictor_partitions, keys, PREDICTORS_PER_RUN)
+    return [None if k is None else [k] for k in keys]
+
+
+def run_tags(job_def, keys) -> dict:
+    from assets.partitions import range_tags
+    if keys is None:
+        return {}
+    if len(keys) == 1:
+        return dict(job_def.get_tags_for_partition_key(str(keys[0]), None))
+    return range_tags(keys)
+
+
+def _label(keys) -> str:
+    if keys is None:
         return "all"
-    if hasattr(key, "keys_by_dimension"):
-        return " ".join(f"{k}={v}" for k, v in sorted(key.keys_by_dimension.items()))
-    return str(key)
+    first = keys[0]
+    text = " ".join(f"{k}={v}" for k, v in sorted(first.keys_by_dimension.items())) \
+        if hasattr(first, "keys_by_dimension") else str(first)
+    return text if len(keys) == 1 else f"{text} +{len(keys) - 1} more"
 
 
-def _run_partition(job_name: str, key, max_concurrent: int) -> tuple[bool, str, float]:
-    """One Dagster run (a worker process: execute_job wants the main thread of its process)."""
+def _run_partitions(job_name: str, keys, max_concurrent: int) -> tuple[bool, str, float]:
+    """One Dagster run over `keys` (a worker process: execute_job wants the main thread of its process)."""
     from dagster import DagsterInstance, execute_job
     from dagster._core.definitions.reconstruct import build_reconstructable_job
     t0 = time.time()
     job = build_reconstructable_job("pipelines.demo", "stage_job", reconstructable_kwargs={"job_name": job_name},
                                     reconstructor_working_directory=str(PROJECT_ROOT))
-    tags = {} if key is None else dict(stage_job(job_name).get_tags_for_partition_key(str(key), None))
+    tags = run_tags(stage_job(job_name), keys)
     # the console gets warnings only (progress is printed per run); every event and log line is
     # still in the instance, where `dagster dev` shows it
     # forkserver with the heavy modules preloaded: a step process forks ready to go instead of
@@ -77,18 +101,20 @@ def run_multiprocess(profile, concurrency: int) -> bool:
     from pipelines.definitions import STAGES
     ctx = get_context("spawn")
     for stage, job in STAGES:
-        keys = partition_keys(stage, profile)
+        runs = stage_runs(stage, profile)
         t0, done, ok_all = time.time(), 0, True
-        print(f"\n== {stage}: {len(keys)} run(s), {concurrency} at a time", flush=True)
-        with ProcessPoolExecutor(max_workers=min(concurrency, len(keys)), mp_context=ctx) as pool:
-            # one step per partition run; the unpartitioned tables run as parallel steps of one run
-            futures = {pool.submit(_run_partition, job.name, k, 1 if k is not None else concurrency): k for k in keys}
+        n_keys = sum(len(r) for r in runs if r is not None)
+        print(f"\n== {stage}: {len(runs)} run(s) for {n_keys or 1} partition(s), {concurrency} at a time", flush=True)
+        with ProcessPoolExecutor(max_workers=min(concurrency, len(runs)), mp_context=ctx) as pool:
+            # one run at a time per worker; the unpartitioned tables run as parallel steps of one run
+            futures = {pool.submit(_run_partitions, job.name, r, 1 if r is not None else concurrency): r
+                       for r in runs}
             try:
                 for fut in as_completed(futures):
                     done += 1
                     ok, msg, secs = fut.result()
                     ok_all &= ok
-                    print(f"   [{done}/{len(keys)}] {_label(futures[fut]):<40} {'ok' if ok else 'FAILED'}"
+                    print(f"   [{done}/{len(runs)}] {_label(futures[fut]):<48} {'ok' if ok else 'FAILED'}"
                           f"  {secs:6.1f} s  ({msg})", flush=True)
             except KeyboardInterrupt:   # Ctrl-C: the running runs get it too; queued ones never start
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -105,12 +131,11 @@ def run_in_process(defs, profile, instance=None, log=print) -> bool:
     from pipelines.definitions import STAGES
     for stage, job in STAGES:
         job_def = defs.resolve_job_def(job.name)
-        for key in partition_keys(stage, profile):
+        for keys in stage_runs(stage, profile):
             t0 = time.time()
-            result = job_def.execute_in_process(partition_key=None if key is None else str(key),
-                                                instance=instance, raise_on_error=False)
+            result = job_def.execute_in_process(tags=run_tags(job_def, keys), instance=instance, raise_on_error=False)
             bad = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
-            log(f"{stage:<10} {_label(key):<40} {'ok' if result.success and not bad else 'FAILED'} "
+            log(f"{stage:<10} {_label(keys):<48} {'ok' if result.success and not bad else 'FAILED'} "
                 f"{time.time() - t0:6.1f} s" + (f" failed checks {bad}" if bad else ""))
             if not result.success or bad:
                 return False

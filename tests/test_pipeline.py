@@ -19,7 +19,7 @@ from assets.partitions import predictor_partition, zoo_partition, zoo_partitions
 from assets.predictors import predictions_path
 from assets.tables import TABLES, table_path
 from pipelines.definitions import build_definitions
-from pipelines.demo import partition_keys, run_in_process
+from pipelines.demo import partition_keys, run_in_process, stage_runs
 from pipelines.mlflow_tracking import TASK
 from pipelines.profiles import ConfigError, load_profile
 from pipelines.resources import DeviceResource, MLflowTracker, StoreResource
@@ -67,9 +67,12 @@ def _runs(tracker, filter_string=""):
 def test_whole_graph_materialises(smoke):
     assert smoke["ok"], "\n".join(smoke["log"])
     profile, store, instance = smoke["profile"], smoke["store"], smoke["instance"]
-    # every partition of every stage ran, in graph order
-    expected = sum(len(partition_keys(s, profile)) for s in ("datasets", "zoos", "predictors", "tables"))
-    assert len(smoke["log"]) == expected
+    # every run of every stage ran, in graph order; predictors in ranges (one method per run)
+    runs = {s: stage_runs(s, profile) for s in ("datasets", "zoos", "predictors", "tables")}
+    assert len(smoke["log"]) == sum(len(r) for r in runs.values())
+    assert len(runs["predictors"]) < len(partition_keys("predictors", profile))
+    assert sorted(str(k) for r in runs["predictors"] for k in r) == \
+        sorted(str(k) for k in partition_keys("predictors", profile))
     assert sorted(store.zoos()) == sorted(profile.zoos())
     zoos = [f"{d}/{a}" for d, a in profile.zoos()]
     for table in TABLES:
@@ -284,3 +287,22 @@ def test_bad_configuration_is_refused_naming_the_field(tmp_path):
     assert not (tmp_path / "store" / "models").exists()
     from pipelines.demo import main
     assert main(["--profile", "nope"]) == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_run_groups_are_exact_ranges(seed):
+    """A group's range tags must select exactly its keys (a multi-dimensional range is a product of
+    per-dimension ranges, so a group may not cross a method boundary with a partial zoo range)."""
+    from dagster import PartitionKeyRange
+    from assets.partitions import predictor_partitions, range_tags, run_groups
+    rng = np.random.default_rng(seed)
+    keys = predictor_partitions.get_partition_keys()
+    wanted = [k for k in keys if rng.random() < 0.6]
+    groups = run_groups(predictor_partitions, wanted, max_per_run=4)
+    assert sorted(str(k) for g in groups for k in g) == sorted(str(k) for k in wanted)
+    for g in groups:
+        assert 1 <= len(g) <= 4
+        tags = range_tags(g)
+        got = predictor_partitions.get_partition_keys_in_range(
+            PartitionKeyRange(tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]))
+        assert [str(k) for k in got] == [str(k) for k in g]
