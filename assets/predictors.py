@@ -82,6 +82,7 @@ def train_partition(context: AssetExecutionContext, partition_key, store: StoreR
         targets.insert(0, train_zoo)
     config = TrainConfig(method=method, epochs=profile.predictor_epochs, batch_size=profile.predictor_batch_size,
                          lr=profile.predictor_lr, patience=profile.predictor_patience, device=device.resolve(),
+                         train_checkpoints=profile.predictor_train_checkpoints,
                          hyper=profile.hyper(method))
     fingerprints = {z: zoo_fingerprint(zoo_store, *z.split("/"), profile.split_seed) for z in targets}
     params = {**{f"profile.{k}": v for k, v in profile.fields().items()},

@@ -50,6 +50,9 @@ class RunProfile(ConfigurableResource):
     predictor_batch_size: int = Field(default=64, ge=1)
     predictor_lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     predictor_patience: int = Field(default=10, ge=1, description="early-stopping patience in epochs (validation tau)")
+    predictor_train_checkpoints: str = Field(default="final", pattern="^(final|all)$",
+                                             description="train on each training network's final checkpoint "
+                                                         "(SPEC's protocol) or on all its checkpoints")
     predictor_hyper: str = Field(default="{}", description='JSON {method: {hyperparameter: value}} over the '
                                  'methods\' defaults, e.g. {"sne": {"hidden": 32}}')
     # asset-check thresholds for a usable zoo
@@ -159,7 +162,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     "demo": dict(
         name="demo", datasets=list(OFFLINE_DATASETS), archs=list(ARCHS), methods=list(METHODS),
-        n_models=24, zoo_epochs=2, max_images=2048, max_test_images=1000, zoo_batch_size=256,
+        n_models=48, zoo_epochs=2, max_images=2048, max_test_images=1000, zoo_batch_size=256,
         predictor_epochs=8, predictor_patience=4, predictor_seeds=3, predictor_batch_size=16,
         predictor_hyper=json.dumps(DEMO_HYPER),
     ),

@@ -22,7 +22,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-CSV_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "l1_mean", "seeds"]
 METHODS = ("sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp")
 
 
@@ -43,6 +42,9 @@ class Size:
 
 
 SIZES = {
+    # Seconds: tests run the whole script on it (build, train, write, then `sne import-results`).
+    "smoke": Size(models=8, epochs=1, max_images=256, max_test_images=256, zoo_batch=64,
+                  eval_train_images=256, train_batch=4, train_epochs=2, patience=2, lr=1e-3),
     # 200 networks a zoo (the SNE issue's floor), 3 epochs over 4,000 images: ~10 minutes a MNIST
     # zoo on 2 cores. 80 training networks a zoo, so predictors take small batches to get steps.
     # NFN at its published widths needs ~4 s a batch here, so the CPU run narrows it.
@@ -79,10 +81,11 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.train import TrainConfig
-    method, train_zoo, zoos, seeds, store_root, size, device, threads = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints = job
     torch.set_num_threads(threads)
     config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
-                         patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})))
+                         patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})),
+                         train_checkpoints=checkpoints)
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
@@ -102,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--zoo-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="predictor trainings in parallel (CPU)")
+    p.add_argument("--train-checkpoints", choices=("final", "all"), default="final",
+                   help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
     import torch
-    from sne_core.protocols import tables_from_raw, format_table
+    from sne_core.results import write_results
 
     t0 = time.time()
     zoos = build_zoos(args, size)
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     jobs = 1 if cuda else max(1, args.jobs)
     threads = 1 if jobs > 1 else max(1, torch.get_num_threads())
-    work = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads)
+    work = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, args.train_checkpoints)
             for m in args.methods.split(",") for z in zoos]
     if jobs == 1:
         raws = [_evaluate_one(w) for w in work]
@@ -128,19 +133,13 @@ def main(argv=None) -> int:
         with ProcessPoolExecutor(jobs) as pool:
             raws = list(pool.map(_evaluate_one, work))
     raw = pd.concat(raws, ignore_index=True)
-    raw.to_csv(out / "raw.csv", index=False)
-    tables = tables_from_raw(raw)
-    md = []
-    for name, table in tables.items():
-        table[CSV_COLUMNS].to_csv(out / f"{name}.csv", index=False)
-        md += [f"## {name.replace('_', ' ')}", "", format_table(table), ""]
-    (out / "tables.md").write_text("\n".join(md))
-    meta = {"size": args.size, **asdict(size), "zoos": zoos, "methods": args.methods.split(","), "seeds": args.seeds,
+    meta = {"size": args.size, **asdict(size), "train_checkpoints": args.train_checkpoints, "zoos": zoos,
+            "methods": args.methods.split(","), "seeds": args.seeds,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
             "wall_s_zoos": round(t_zoos, 1), "wall_s_total": round(time.time() - t0, 1),
             "command": " ".join([sys.executable, *sys.argv])}
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
-    print("\n".join(md))
+    write_results(out, raw, meta)
+    print((out / "tables.md").read_text())
     print(f"wall time: zoos {t_zoos:.0f} s, total {time.time() - t0:.0f} s -> {out}")
     return 0
 

@@ -9,6 +9,10 @@ import sys
 SUBCOMMANDS = {
     "zoo": ("sne_core.zoo_cli", "train one zoo of networks into the weight store"),
     "train": ("sne_core.train_cli", "train a predictor on one zoo and evaluate it on others"),
+    # writes to MLflow, so it lives with the pipeline; named here only as a string, so sne_core
+    # never imports it (and the GPU image, which has no MLflow, never needs it)
+    "import-results": ("pipelines.import_results", "bring a results folder (e.g. from the GPU run) into the "
+                                                   "store and MLflow"),
 }
 
 

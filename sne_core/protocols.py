@@ -23,6 +23,7 @@ from sne_core.methods import check_method_arch, get_method
 from sne_core.metrics import summarize
 from sne_core.splits import get_or_create_split, ids_in
 from sne_core.train import TrainConfig, ZooData, fit, predict
+from sne_core.weights import WeightSet
 
 TABLE_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "r2_std",
                  "l1_mean", "l1_std", "seeds", "note"]
@@ -43,16 +44,38 @@ def zoo_name(zoo) -> str:
     return "/".join(parse_zoo(zoo))
 
 
-def load_zoo(store, zoo, part: str, split_seed: int = 0) -> ZooData:
-    """The networks of one split part (train/val/test) of a zoo, final checkpoints, with their targets."""
+def load_zoo(store, zoo, part: str, split_seed: int = 0, checkpoints: str = "final") -> ZooData:
+    """The networks of one split part (train/val/test) of a zoo with their targets: final
+    checkpoints, or with checkpoints="all" every stored checkpoint of those networks (the split is by
+    network, so no checkpoint of a test network can get in)."""
     dataset, arch = parse_zoo(zoo)
     ids = ids_in(get_or_create_split(store, dataset, arch, split_seed), part)
+    if checkpoints == "all":
+        return _all_checkpoints(store, dataset, arch, ids, part)
+    if checkpoints != "final":
+        raise ValueError(f"checkpoints must be 'final' or 'all', got {checkpoints!r}")
     ws, models = store.read_weights(dataset, arch, epoch="final", model_ids=ids)
     got = np.asarray(models["model_id"], dtype=np.int64)
     if len(ws) != len(got) or set(got.tolist()) != set(ids.tolist()):
         raise ValueError(f"zoo {zoo_name(zoo)}: store returned {len(got)} networks for the {len(ids)} model ids "
                          f"of split part {part!r}; the weight files and the models table disagree")
     return ZooData([ws], models["test_acc"].to_numpy(np.float32), got, zoo=f"{zoo_name(zoo)}:{part}")
+
+
+def _all_checkpoints(store, dataset: str, arch: str, ids, part: str) -> ZooData:
+    """Every checkpoint of the networks `ids` with a finite accuracy (a diverged network's last
+    checkpoint before it diverged included), one WeightSet."""
+    models = store.read_models(dataset, arch)
+    models = models[models["model_id"].isin(ids) & np.isfinite(models["test_acc"].astype(float))]
+    sets, accs, got = [], [], []
+    for epoch in sorted(models["epoch"].unique().tolist()):
+        want = models.loc[models["epoch"] == epoch, "model_id"].to_numpy()
+        ws, rows = store.read_weights(dataset, arch, epoch=int(epoch), model_ids=want)
+        sets.append(ws)
+        accs.append(rows["test_acc"].to_numpy(np.float32))
+        got.append(rows["model_id"].to_numpy(np.int64))
+    return ZooData([WeightSet.concat(sets)], np.concatenate(accs), np.concatenate(got),
+                   zoo=f"{dataset}/{arch}:{part}:all-checkpoints")
 
 
 def _row(method, train_zoo, test_zoo, seed, metrics=None, note="", **extra) -> dict:
@@ -72,7 +95,10 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     import pandas as pd
     config = config or TrainConfig()
     train_zoo, test_zoos, seeds = zoo_name(train_zoo), [zoo_name(z) for z in test_zoos], list(seeds)
-    train, val = load_zoo(store, train_zoo, "train", split_seed), load_zoo(store, train_zoo, "val", split_seed)
+    # training may see every checkpoint of its networks (config.train_checkpoints); validation and
+    # test are always final checkpoints, the quantity the tables report
+    train = load_zoo(store, train_zoo, "train", split_seed, config.train_checkpoints)
+    val = load_zoo(store, train_zoo, "val", split_seed)
     try:
         for g in train.groups:
             check_method_arch(method, g.arch)

@@ -44,8 +44,14 @@ class TrainConfig:
     device: str = "auto"           # "auto" = cuda if available, else cpu
     amp: str = "auto"              # "none" | "bf16" | "auto" (= bf16 autocast on CUDA with bf16 support)
     hyper: dict = field(default_factory=dict)   # predictor hyperparameters, over the method's defaults
+    # Which checkpoints of the training networks to learn from: "final" (SPEC's default protocol)
+    # or "all" (every stored epoch: more examples from the same networks, so small zoos train
+    # better; split by network, so nothing leaks). Validation and test are final checkpoints always.
+    train_checkpoints: str = "final"
 
     def __post_init__(self):
+        if self.train_checkpoints not in ("final", "all"):
+            raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
             raise ValueError(f"TrainConfig.amp must be 'none', 'bf16' or 'auto', got {self.amp!r}")
         for name in ("epochs", "batch_size", "patience"):

@@ -67,6 +67,28 @@ def test_fit_never_sees_test_networks(store, monkeypatch):
     assert set(ids) == test and len(true) == len(pred) == len(test)
 
 
+def test_all_checkpoints_train_on_every_epoch_of_train_networks_only(store, monkeypatch):
+    final = load_zoo(store, "mnist/arch1", "train")
+    every = load_zoo(store, "mnist/arch1", "train", checkpoints="all")
+    models = store.read_models("mnist", "arch1")
+    mine = models[models.model_id.isin(final.model_ids)]
+    assert len(every) == len(mine) > len(final)                 # every stored checkpoint of those networks
+    assert set(every.model_ids) == set(final.model_ids)         # and no other network
+    assert np.isfinite(every.y.numpy()).all()
+    # the final checkpoints are among them, targets unchanged; the earlier ones carry their own accuracy
+    np.testing.assert_allclose(np.sort(every.y.numpy()), np.sort(mine["test_acc"].to_numpy(np.float32)))
+    assert np.isin(final.y.numpy(), every.y.numpy()).all()
+    seen = []
+    real_fit = protocols.fit
+    monkeypatch.setattr(protocols, "fit", lambda c, tr, va, log=None: seen.append((len(tr), len(va))) or real_fit(c, tr, va, log))
+    cfg = TrainConfig(**{**FAST.as_dict(), "train_checkpoints": "all"})
+    raw = evaluate("statnn", store, "mnist/arch1", ["mnist/arch1"], seeds=[0], config=cfg)
+    # training saw every checkpoint; validation and test stay final checkpoints
+    assert seen == [(len(every), len(load_zoo(store, "mnist/arch1", "val")))] and (raw.n_test == 12).all()
+    with pytest.raises(ValueError, match="train_checkpoints must be 'final' or 'all'"):
+        TrainConfig(train_checkpoints="best")
+
+
 def test_aggregate_mean_and_sample_std_over_seeds():
     raw = pd.DataFrame({"method": "m", "train_zoo": "a/x", "test_zoo": "b/x", "seed": [0, 1, 2],
                         "tau": [0.5, 0.7, 0.9], "r2": [0.1, 0.2, 0.3], "l1": [0.05, 0.05, 0.05], "note": ""})

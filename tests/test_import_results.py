@@ -1,0 +1,102 @@
+"""The GPU route end to end, at smoke size: `scripts/paper_tables.py` (library only, as on the GPU
+machine) writes a results folder; `sne import-results` checks it and brings it into the store and
+MLflow; a tampered folder is refused before anything is written."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.import_results import import_results
+from pipelines.mlflow_tracking import TASK
+from pipelines.resources import MLflowTracker
+from sne_core.cli import main as sne_main
+from sne_core.results import CSV_COLUMNS, TABLES, ResultsError, read_results
+from sne_core.store import ZooStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu") / "smoke-run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "paper_tables.py"), "--size", "smoke", "--out", str(out),
+           "--data-root", str(ROOT / "data" / "datasets"), "--datasets", "digits,mnist", "--methods", "statnn,sne",
+           "--seeds", "2", "--jobs", "1", "--quiet"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _tracker(tmp_path, **kw) -> MLflowTracker:
+    return MLflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"), **kw)
+
+
+def test_results_folder_has_the_documented_files(results):
+    for t in TABLES:
+        df = pd.read_csv(results / f"{t}.csv")
+        assert list(df.columns) == CSV_COLUMNS and len(df)
+    tables, raw, meta = read_results(results)
+    assert meta["size"] == "smoke" and sorted(meta["zoos"]) == ["digits/arch1", "digits/arch2", "mnist/arch1", "mnist/arch2"]
+    assert sorted(raw["seed"].unique()) == [0, 1]
+    # SNE reads both architectures, so it has cross-architecture cells; the average rows are there
+    xa = tables["cross_architecture"]
+    assert {"arch1->arch2", "arch2->arch1"} <= set(xa.loc[xa["method"] == "sne", "test_zoo"])
+
+
+def test_import_writes_store_and_mlflow_once(results, tmp_path):
+    store, tracker = ZooStore(tmp_path / "store"), _tracker(tmp_path)
+    runs = import_results(results, "smoke-run", store, tracker)
+    assert set(runs) == set(TABLES)
+    for t in TABLES:
+        got = store.read_frame(f"imports/smoke-run/{t}.parquet")
+        csv = pd.read_csv(results / f"{t}.csv")
+        assert len(got) == len(csv)
+        np.testing.assert_allclose(got["tau_mean"].to_numpy(float), csv["tau_mean"].to_numpy(float), atol=1e-9)
+    client, exp = tracker.client(), tracker.experiment_id(TASK)
+    parents = client.search_runs([exp], "tags.`sne.import` = 'smoke-run'")
+    assert sorted(r.data.tags["table"] for r in parents) == sorted(TABLES)
+    assert all(r.data.params["run.size"] == "smoke" for r in parents)
+    n_all = len(client.search_runs([exp], max_results=1000))
+    # the same folder again: the same parent runs, nothing new logged
+    assert import_results(results, "smoke-run", store, tracker) == runs
+    assert len(client.search_runs([exp], max_results=1000)) == n_all
+
+
+def test_cli_prints_what_it_imported(results, tmp_path, capsys):
+    rc = sne_main(["import-results", str(results), "--store", str(tmp_path / "store"),
+                   "--tracking-uri", f"sqlite:///{tmp_path}/cli.db"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "imported 'smoke-run'" in out and "imports/smoke-run/cross_dataset.parquet" in out
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: _edit(d / "cross_dataset.csv", "tau_mean", 0, 0.123456), "cross_dataset.csv: field 'tau_mean'"),
+    (lambda d: _edit(d / "in_distribution.csv", "r2_mean", 0, "high"), "in_distribution.csv: field 'r2_mean' row 2"),
+    (lambda d: _edit(d / "raw.csv", "seed", 0, -1), "raw.csv: field 'seed' row 2"),
+    (lambda d: (d / "raw.csv").unlink(), "raw.csv: file missing"),
+    (lambda d: pd.read_csv(d / "cross_architecture.csv").drop(columns="seeds").to_csv(
+        d / "cross_architecture.csv", index=False), "cross_architecture.csv: field(s) ['seeds'] missing"),
+    (lambda d: (d / "run.json").write_text("{not json"), "run.json: not JSON"),
+])
+def test_a_tampered_folder_is_refused_before_any_write(results, tmp_path, tamper, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(results, bad)
+    tamper(bad)
+    store = ZooStore(tmp_path / "store")
+    with pytest.raises(ResultsError, match=re.escape(message)):
+        import_results(bad, "bad", store, _tracker(tmp_path))
+    assert not (tmp_path / "store" / "imports").exists()
+
+
+def _edit(path: Path, column: str, row: int, value) -> None:
+    df = pd.read_csv(path)
+    df[column] = df[column].astype(object)
+    df.loc[row, column] = value
+    df.to_csv(path, index=False)
