@@ -182,20 +182,16 @@ def average_rows(raw, label: str):
     return aggregate(pd.DataFrame(per_seed))
 
 
-def _table(methods, store, plan, seeds, config, split_seed, averages: dict | None = None, raw_out=None, log=None):
-    """Run `evaluate` for each (method, train_zoo, test_zoos) in `plan`; aggregate; add average rows
-    over the cells selected by each `averages[label](raw) -> mask`."""
+def _table(name: str, methods, store, plan, seeds, config, split_seed, archs=("arch1", "arch2"), raw_out=None,
+           log=None):
+    """Run `evaluate` for each (train_zoo, test_zoos) of `plan` and every method, then cut table
+    `name` out of the rows with `tables_from_raw` (the one place that knows the tables' rows)."""
     import pandas as pd
     raw = pd.concat([evaluate(m, store, tz, tests, seeds, config, split_seed, log)
                      for m in methods for tz, tests in plan if tests], ignore_index=True)
     if raw_out is not None:
         raw_out.append(raw)
-    parts = [aggregate(raw)]
-    for label, select in (averages or {}).items():
-        sub = raw[select(raw)]
-        if len(sub):
-            parts.append(average_rows(sub, label))
-    return pd.concat(parts, ignore_index=True)
+    return tables_from_raw(raw, archs)[name]
 
 
 def _by_arch(zoos) -> dict[str, list[str]]:
@@ -208,17 +204,14 @@ def _by_arch(zoos) -> dict[str, list[str]]:
 def in_distribution(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0, raw_out=None, log=None):
     """Train and test on the same zoo (its train/val vs its test split)."""
     plan = [(zoo_name(z), [zoo_name(z)]) for z in zoos]
-    return _table(methods, store, plan, seeds, config, split_seed, raw_out=raw_out, log=log)
+    return _table("in_distribution", methods, store, plan, seeds, config, split_seed, raw_out=raw_out, log=log)
 
 
 def cross_dataset(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0, raw_out=None, log=None):
     """Train on each zoo, test on every *other* zoo of the same architecture; one average row per
     method and architecture (train_zoo = "average", test_zoo = the architecture)."""
-    groups = _by_arch(zoos)
-    plan = [(a, [b for b in g if b != a]) for g in groups.values() for a in g]
-    averages = {arch: (lambda raw, arch=arch: raw["test_zoo"].map(lambda z: parse_zoo(z)[1]) == arch)
-                for arch, g in groups.items() if len(g) > 1}
-    return _table(methods, store, plan, seeds, config, split_seed, averages, raw_out, log)
+    plan = [(a, [b for b in g if b != a]) for g in _by_arch(zoos).values() for a in g]
+    return _table("cross_dataset", methods, store, plan, seeds, config, split_seed, raw_out=raw_out, log=log)
 
 
 def cross_architecture(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=0,
@@ -226,13 +219,9 @@ def cross_architecture(methods, store, zoos, seeds=(0, 1, 2), config=None, split
     """Train on each zoo of archs[0], test on every zoo of archs[1] (every dataset pair), and the
     reverse; one average row per method and direction (test_zoo = "arch1->arch2")."""
     groups = _by_arch(zoos)
-    plan, averages = [], {}
-    for src, dst in (archs, archs[::-1]):
-        if groups.get(src) and groups.get(dst):
-            plan += [(a, groups[dst]) for a in groups[src]]
-            averages[f"{src}->{dst}"] = (lambda raw, s=src, d=dst: raw["train_zoo"].map(lambda z: parse_zoo(z)[1]).eq(s)
-                                         & raw["test_zoo"].map(lambda z: parse_zoo(z)[1]).eq(d))
-    return _table(methods, store, plan, seeds, config, split_seed, averages, raw_out, log)
+    plan = [(a, groups[dst]) for src, dst in (archs, archs[::-1]) if groups.get(src) and groups.get(dst)
+            for a in groups[src]]
+    return _table("cross_architecture", methods, store, plan, seeds, config, split_seed, archs, raw_out, log)
 
 
 def _cell(mean: float, std: float, digits: int = 3) -> str:
@@ -266,8 +255,9 @@ def evaluate_all(methods, store, zoos, seeds=(0, 1, 2), config=None, split_seed=
 
 
 def tables_from_raw(raw, archs: tuple[str, str] = ("arch1", "arch2")) -> dict:
-    """{"in_distribution", "cross_dataset", "cross_architecture"} -> aggregated tables with the
-    same rows and average rows as `in_distribution`, `cross_dataset` and `cross_architecture`."""
+    """{"in_distribution", "cross_dataset", "cross_architecture"} -> aggregated tables: every cell
+    (mean ± std over seeds) and the average rows (cross-dataset: per architecture; cross-architecture:
+    per direction)."""
     import pandas as pd
     arch = lambda col: raw[col].map(lambda z: parse_zoo(z)[1])
     same_zoo = raw["train_zoo"] == raw["test_zoo"]
