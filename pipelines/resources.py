@@ -58,13 +58,13 @@ class DeviceResource(ConfigurableResource):
 
     def resolve(self) -> str:
         import torch
+        from sne_core.devices import resolve_device
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("field 'device' is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        try:
+            return resolve_device(self.device).type
+        except ValueError as e:
+            raise ValueError(f"field 'device': {e}") from None
 
 
 _CLIENTS: dict[str, Any] = {}

@@ -306,3 +306,10 @@ def test_run_groups_are_exact_ranges(seed):
         got = predictor_partitions.get_partition_keys_in_range(
             PartitionKeyRange(tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]))
         assert [str(k) for k in got] == [str(k) for k in g]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_naming_the_field():
+    assert DeviceResource(device="auto").resolve() == "cpu"
+    with pytest.raises(ValueError, match="field 'device': device 'cuda': torch sees no CUDA device"):
+        DeviceResource(device="cuda").resolve()

@@ -88,13 +88,3 @@ class FeatureNorm(nn.Module):
         return (x - self.mean) / self.std
 
 
-def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear -> ReLU [-> Dropout] ... -> Linear; no activation after the last layer."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)

@@ -18,18 +18,12 @@ import torch
 from torch import nn
 
 from sne_core.archs import Arch
-from sne_core.baselines.common import (FeatureNorm, UnsupportedArchitecture, arch_check, check_groups, mlp,
+from sne_core.baselines.common import (FeatureNorm, UnsupportedArchitecture, arch_check, check_groups,
                                        module_device)
+from sne_core.layers import mlp, sinusoidal
 from sne_core.weights import WeightSet
 
 KINDS = ("conv.weight", "conv.bias", "linear.weight", "linear.bias")
-
-
-def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
-    """[n] positions -> [n, dim] sin/cos features (Transformer encoding; works for any depth)."""
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    ang = pos.float()[:, None] * freqs[None]
-    return torch.cat([ang.sin(), ang.cos()], dim=1)[:, :dim]
 
 
 def position_features(arch: Arch, depth_dim: int) -> torch.Tensor:

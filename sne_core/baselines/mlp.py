@@ -10,7 +10,8 @@ from torch import nn
 
 from sne_core.archs import Arch
 from sne_core.baselines.common import (FeatureNorm, UnsupportedArchitecture, arch_check, check_groups, layout_key,
-                                       mlp, module_device)
+                                       module_device)
+from sne_core.layers import mlp
 from sne_core.weights import WeightSet
 
 

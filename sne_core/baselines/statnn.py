@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from sne_core.archs import Arch
-from sne_core.baselines.common import (FeatureNorm, UnsupportedArchitecture, arch_check, check_groups, mlp,
+from sne_core.baselines.common import (FeatureNorm, UnsupportedArchitecture, arch_check, check_groups,
                                        module_device)
+from sne_core.layers import mlp
 from sne_core.weights import WeightSet
 
 N_STATS = 7

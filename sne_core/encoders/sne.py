@@ -29,6 +29,7 @@ from sne_core.archs import MAX_KERNEL, Arch
 from sne_core.chunking import DEFAULT_CHUNK_SIZE, chunk_tensor, element_size
 from sne_core.encoders import UnsupportedArchitecture
 from sne_core.encoders.set_blocks import PMA, SetEncoder
+from sne_core.layers import mlp, sinusoidal
 from sne_core.weights import WeightSet
 
 # Layer-type codes for the sinusoidal type encoding (conv/linear x weight/bias).
@@ -56,13 +57,6 @@ class SNEConfig:
     # BatchNorm of z before the head (0 = none). 0.3 rather than torch's 0.1: CPU-size zoos give few
     # steps an epoch while the encoder moves fast, and slow running statistics miscalibrated evaluation.
     bn_momentum: float = 0.3
-
-
-def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer sinusoidal encoding of integer positions: pos [n] -> [n, dim]."""
-    i = torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32)
-    angle = pos.float()[:, None] / torch.pow(10000.0, i / dim)[None]  # [n, dim/2]
-    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(len(pos), -1)[:, :dim]
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -142,15 +136,12 @@ class SNE(nn.Module):
         self.phi3, self.pool_tensor = SetEncoder(h, nh), PMA(h, nh)                                # layer encoder
         self.sep, self.pool_layer = SetEncoder(h, nh), PMA(h, nh)                                  # separated layer enc.
         self.phi4, self.pool_net = SetEncoder(h, nh), PMA(h, nh)                                   # network encoder
-        widths = (h, *cfg.head_widths)
         # Batch-normalise z across networks before the head: every PMA averages over many similar
         # members, so the codes of different networks are close (measured at init on a real MNIST
         # zoo: across-network std ~5% of the codes' scale). Standardising each feature over the batch
         # makes the differences O(1) for the head and scales the encoder's gradients up to match.
-        mlp: list[nn.Module] = [nn.BatchNorm1d(h, momentum=cfg.bn_momentum)] if cfg.bn_momentum > 0 else []
-        for a, b in zip(widths[:-1], widths[1:]):
-            mlp += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(cfg.dropout)]
-        self.head = nn.Sequential(*mlp, nn.Linear(widths[-1], 1))
+        bn = [nn.BatchNorm1d(h, momentum=cfg.bn_momentum)] if cfg.bn_momentum > 0 else []
+        self.head = nn.Sequential(*bn, *mlp([h, *cfg.head_widths, 1], cfg.dropout))   # z [B, h] -> logit [B, 1]
 
     # ---- architecture check -------------------------------------------------------------------
     @classmethod
