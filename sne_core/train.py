@@ -135,6 +135,29 @@ def predict(model, data: ZooData, batch_size: int = 256) -> np.ndarray:
     return torch.cat(out).double().numpy()
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model, data: ZooData, batch_size: int = 256) -> None:
+    """Set every BatchNorm's running statistics to their average over the training networks.
+
+    The running averages drift with the encoder during an epoch; with few steps an epoch (small
+    zoos) the ones kept at the end describe no fixed model, and evaluation came out miscalibrated
+    (SNE's R² far below 0 while it ranked fine). One pass in train mode with cumulative averaging
+    gives the statistics of the model as it is now, from training data only."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                      # cumulative average over this pass
+    model.train()
+    for idx in torch.arange(len(data)).split(batch_size):
+        if len(idx) > 1:                       # batch statistics need two networks
+            model(data.batch(idx)[0])
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+
+
 def fit(config: TrainConfig, train: ZooData, val: ZooData,
         log: Callable[[int, dict], None] | None = None) -> FitResult:
     method = get_method(config.method)
@@ -169,6 +192,7 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             loss.backward()
             opt.step()
             sums += torch.stack([loss, bce, penalty]).detach() * len(y)   # no host sync per step
+        recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
         train_m = dict(zip(("loss", "bce", "penalty"), (sums / len(train)).tolist()))
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}

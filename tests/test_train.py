@@ -135,3 +135,21 @@ def test_overfits_a_tiny_zoo(tmp_path, method):
     result = fit(config, data, data)       # val = train on purpose: this measures memorisation
     assert result.history[-1]["train_bce"] < result.history[0]["train_bce"]
     assert kendall_tau(predict(result.model, data), data.y) > 0.9
+
+
+def test_batchnorm_statistics_are_those_of_the_training_networks(zoo):
+    from sne_core.encoders.sne import SNE, SNEConfig
+    from sne_core.train import recalibrate_batchnorm
+    train, _ = zoo
+    torch.manual_seed(0)
+    model = SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,)))
+    model.prepare(train.groups)
+    bn = model.head[0]
+    bn.running_mean.fill_(5.0)                         # stale statistics, as after a drifting epoch
+    recalibrate_batchnorm(model, train, batch_size=256)
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(train.groups)                 # [N, h]: what the head's BatchNorm sees
+    torch.testing.assert_close(bn.running_mean, z.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, z.var(0, unbiased=True), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == SNEConfig().bn_momentum     # the training momentum is back
