@@ -20,7 +20,6 @@ Targets: >= 1.5x on the 2-core CPU; >= 100x (600 model-epochs/s or more) on an H
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -88,6 +87,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--strategy", default="auto", choices=("auto", "loop", "vectorized"))
     p.add_argument("--group-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: the library's default, in process; on CPU try the core count)")
     p.add_argument("--amp", default="none", choices=("none", "bf16"))
     p.add_argument("--data-root", default="data/datasets")
     p.add_argument("--seed", type=int, default=0)
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     naive_models = min(models, a.naive_models or (16 if device.type == "cuda" else models))
     arch = get_arch(a.arch)
     raw = load_dataset("mnist", a.data_root, max_train=a.max_images, max_test=a.max_test_images)
-    config = ZooConfig("mnist", a.arch, models, a.epochs, seed=a.seed, workers=os.cpu_count(), max_images=a.max_images,
+    config = ZooConfig("mnist", a.arch, models, a.epochs, seed=a.seed, workers=a.workers, max_images=a.max_images,
                        max_test_images=a.max_test_images, eval_train_images=a.eval_train_images,
                        device=str(device), strategy=a.strategy, group_size=a.group_size, amp=a.amp,
                        checkpoint_epochs=(0, a.epochs))
