@@ -15,6 +15,7 @@ stored rows have the same key and their MLflow runs exist, the partition is not 
 nothing new is logged (set the tracker's `new_runs` to force fresh runs).
 """
 
+import functools
 import hashlib
 
 from dagster import (AllPartitionMapping, AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult,
@@ -53,10 +54,15 @@ def _stored_rows(zoo_store, path: str):
                    "selected on its val split, scored on the test split of every zoo in the profile.")
 def predictors(context: AssetExecutionContext, store: StoreResource, profile: RunProfile,
                device: DeviceResource, mlflow: MLflowTracker) -> MaterializeResult:
+    # What every partition of a range run shares is computed once: the store, the device, the
+    # MLflow experiment and each zoo's fingerprint (a read of its models table).
+    zoo_store = store.get()
+    fingerprint = functools.cache(lambda zoo: zoo_fingerprint(zoo_store, *zoo.split("/"), profile.split_seed))
+    shared = dict(zoo_store=zoo_store, fingerprint=fingerprint, device=device.resolve(),
+                  experiment_id=mlflow.experiment_id(TASK))
     # a range run materialises every partition in it with this one result: the metadata keeps
     # each partition's numbers under its key
-    per_key = {str(k): train_partition(context, k, store, profile, device, mlflow)
-               for k in context.partition_keys}
+    per_key = {str(k): train_partition(context, k, profile, mlflow, **shared) for k in context.partition_keys}
     if len(per_key) == 1:
         return MaterializeResult(metadata=next(iter(per_key.values())))
     lines = ["| partition | in-distribution tau | reused | rows |", "| --- | --- | --- | --- |"]
@@ -66,32 +72,28 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
                                        "reused": all(m["reused"] for m in per_key.values())})
 
 
-def train_partition(context: AssetExecutionContext, partition_key, store: StoreResource, profile: RunProfile,
-                    device: DeviceResource, mlflow: MLflowTracker) -> dict:
+def train_partition(context: AssetExecutionContext, partition_key, profile: RunProfile, mlflow: MLflowTracker, *,
+                    zoo_store, fingerprint, device: str, experiment_id: str) -> dict:
     """Train (or reuse) one (method, training zoo) partition; returns its metadata."""
     from sne_core.protocols import evaluate
     from sne_core.train import TrainConfig
-    if isinstance(partition_key, str):
-        partition_key = predictor_partitions.get_partition_key_from_str(partition_key)
-    keys = partition_key.keys_by_dimension
+    keys = predictor_partitions.get_partition_key_from_str(str(partition_key)).keys_by_dimension
     method, (dataset, arch) = keys["method"], zoo_from_key(keys["train_zoo"])
     train_zoo = f"{dataset}/{arch}"
-    zoo_store = store.get()
     targets = [f"{d}/{a}" for d, a in profile.zoos()]
     if train_zoo not in targets:
         targets.insert(0, train_zoo)
     config = TrainConfig(method=method, epochs=profile.predictor_epochs, batch_size=profile.predictor_batch_size,
-                         lr=profile.predictor_lr, patience=profile.predictor_patience, device=device.resolve(),
+                         lr=profile.predictor_lr, patience=profile.predictor_patience, device=device,
                          train_checkpoints=profile.predictor_train_checkpoints,
                          hyper=profile.hyper(method))
-    fingerprints = {z: zoo_fingerprint(zoo_store, *z.split("/"), profile.split_seed) for z in targets}
+    fingerprints = {z: fingerprint(z) for z in targets}
     params = {**{f"profile.{k}": v for k, v in profile.fields().items()},
               **{f"train.{k}": v for k, v in config.as_dict().items()},
               **{f"zoo_fingerprint.{z}": f for z, f in fingerprints.items()}}
     key = mlflow.run_key(method=method, train_zoo=train_zoo, targets=targets, train=config.as_dict(),
                          split_seed=profile.split_seed, zoos=fingerprints, seeds=profile.seeds())
     path = predictions_path(method, dataset, arch)
-    experiment_id = mlflow.experiment_id(TASK)
 
     old = _stored_rows(zoo_store, path)
     if old is not None and not mlflow.new_runs and _reusable(old, key, mlflow, experiment_id):

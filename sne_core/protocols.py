@@ -23,7 +23,6 @@ from sne_core.methods import check_method_arch, get_method
 from sne_core.metrics import summarize
 from sne_core.splits import get_or_create_split, ids_in
 from sne_core.train import TrainConfig, ZooData, fit, predict
-from sne_core.weights import WeightSet
 
 TABLE_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "r2_std",
                  "l1_mean", "l1_std", "seeds", "note"]
@@ -64,17 +63,12 @@ def load_zoo(store, zoo, part: str, split_seed: int = 0, checkpoints: str = "fin
 
 def _all_checkpoints(store, dataset: str, arch: str, ids, part: str) -> ZooData:
     """Every checkpoint of the networks `ids` with a finite accuracy (a diverged network's last
-    checkpoint before it diverged included), one WeightSet."""
-    models = store.read_models(dataset, arch)
-    models = models[models["model_id"].isin(ids) & np.isfinite(models["test_acc"].astype(float))]
-    sets, accs, got = [], [], []
-    for epoch in sorted(models["epoch"].unique().tolist()):
-        want = models.loc[models["epoch"] == epoch, "model_id"].to_numpy()
-        ws, rows = store.read_weights(dataset, arch, epoch=int(epoch), model_ids=want)
-        sets.append(ws)
-        accs.append(rows["test_acc"].to_numpy(np.float32))
-        got.append(rows["model_id"].to_numpy(np.int64))
-    return ZooData([WeightSet.concat(sets)], np.concatenate(accs), np.concatenate(got),
+    checkpoint before it diverged included), epoch by epoch, one WeightSet."""
+    ws, rows = store.read_weights(dataset, arch, epoch="all", model_ids=ids)   # one read of each file
+    acc = rows["test_acc"].to_numpy(np.float64)
+    keep = np.flatnonzero(np.isfinite(acc))
+    keep = keep[np.lexsort((rows["model_id"].to_numpy()[keep], rows["epoch"].to_numpy()[keep]))]
+    return ZooData([ws.subset(keep)], acc[keep].astype(np.float32), rows["model_id"].to_numpy(np.int64)[keep],
                    zoo=f"{dataset}/{arch}:{part}:all-checkpoints")
 
 

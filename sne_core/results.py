@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sne_core.protocols import format_table, tables_from_raw
+from sne_core.store_io import atomic_write_bytes
 
 CSV_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "l1_mean", "seeds"]
 TABLES = ("in_distribution", "cross_dataset", "cross_architecture")
@@ -31,9 +31,8 @@ class ResultsError(ValueError):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from pyarrow.fs import LocalFileSystem
+    atomic_write_bytes(LocalFileSystem(), str(path.resolve()), text.encode())   # the store's atomic write
 
 
 def write_results(out: str | Path, raw: pd.DataFrame, meta: dict) -> dict[str, pd.DataFrame]:

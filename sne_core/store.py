@@ -304,19 +304,22 @@ class ZooStore:
         """(WeightSet, models frame): one checkpoint per network, rows aligned and sorted by model_id.
 
         epoch="final" takes each network's last checkpoint (for a diverged network, where it
-        stopped); an integer takes that epoch from every network that reached it.
+        stopped); an integer takes that epoch from every network that reached it; "all" takes every
+        stored checkpoint (rows by model_id, then epoch), reading each file once.
         """
         self._require_zoo(dataset, arch)
         models = self._models_frame(dataset, arch)
         if epoch == "final":
             sel = models[models.is_final]
+        elif epoch == "all":
+            sel = models
         elif isinstance(epoch, (int, np.integer)) and not isinstance(epoch, bool):
             sel = models[models.epoch == int(epoch)]
             if sel.empty:
                 raise StoreError(f"zoo {dataset}/{arch}: no checkpoint at epoch {epoch}; stored epochs: "
                                  f"{sorted(models.epoch.unique().tolist())}")
         else:
-            raise StoreError(f"epoch must be an int or 'final', got {epoch!r}")
+            raise StoreError(f"epoch must be an int, 'final' or 'all', got {epoch!r}")
         if model_ids is not None:
             want = sorted({int(i) for i in model_ids})
             missing = sorted(set(want) - set(sel.model_id.tolist()))
@@ -340,7 +343,8 @@ class ZooStore:
             ids.append(want[:, 0])
         order = np.argsort(np.concatenate(ids), kind="stable")
         stacked = [torch.cat([p[j] for p in params])[torch.from_numpy(order)] for j in range(len(the_arch.layout))]
-        frame = sel.sort_values("model_id", ignore_index=True).drop(columns="_part")
+        # stable: with epoch="all" a network's checkpoints keep their epoch order in both
+        frame = sel.sort_values("model_id", kind="stable", ignore_index=True).drop(columns="_part")
         return WeightSet(the_arch, stacked), frame
 
     def read_state_dict(self, dataset: str, arch: str, model_id: int,

@@ -40,13 +40,5 @@ class WeightSet:
         return {info.name: p[i] for info, p in zip(self.arch.layout, self.params)}
 
     @staticmethod
-    def concat(sets: list["WeightSet"]) -> "WeightSet":
-        """Networks of several sets of one architecture, in order."""
-        arch = sets[0].arch
-        if any(ws.arch.layout != arch.layout for ws in sets):
-            raise ValueError(f"WeightSet.concat: every set must have {arch.name}'s layout")
-        return WeightSet(arch, [torch.cat(ps) for ps in zip(*(ws.params for ws in sets))])
-
-    @staticmethod
     def stack(arch: Arch, states: list[dict[str, torch.Tensor]]) -> "WeightSet":
         return WeightSet(arch, [torch.stack([s[info.name] for s in states]) for info in arch.layout])
