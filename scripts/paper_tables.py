@@ -6,18 +6,24 @@
 Library only (sne_core): it runs on the bare GPU image, which has torch but no Dagster, MLflow or
 DuckDB. Each (method, training zoo, seed) is trained once and scored on the test split of every
 zoo; the in-distribution, cross-dataset and cross-architecture tables are cut from those rows.
-Zoo building resumes: rerun the same command after an interruption and it trains only what is
-missing. Outputs in --out: in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the
-columns of docs/results/), raw.csv (one row per seed and cell), tables.md and run.json.
+Everything resumes: rerun the same command after an interruption and it trains only what is
+missing, networks (the store) and (method, training zoo) jobs (their rows are kept in
+--out/jobs-<key>/, key = the settings that decide the rows). `--budget-s S` starts no new work
+after S seconds and exits with status 3 when something is left: that is how a time-limited device
+call stops cleanly before it is killed; call it again to go on. Outputs in --out:
+in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
+raw.csv (one row per seed and cell), tables.md and run.json (with every call's wall time).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import sys
 import time
+import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,21 +64,44 @@ SIZES = {
 }
 
 
-def build_zoos(args, size: Size) -> list[str]:
+INCOMPLETE = 3          # exit status: out of --budget-s with work left; rerun the same command
+
+
+def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], bool]:
+    """(zoo names, whether every zoo is complete). Builds nothing new after `deadline`."""
     from sne_core.data import load_dataset
     from sne_core.store import ZooStore
     from sne_core.zoo import ZooConfig, build_zoo
-    store, zoos = ZooStore(args.store), []
+    store, zoos, complete = ZooStore(args.store), [], True
     for arch in args.archs:
         for dataset in args.datasets:
-            data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
+            zoos.append(f"{dataset}/{arch}")
             config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.epochs, seed=args.zoo_seed,
                                batch_size=size.zoo_batch, max_images=size.max_images,
                                max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
                                device=args.device)
-            print(build_zoo(config, data, store, progress=not args.quiet).format(), flush=True)
-            zoos.append(f"{dataset}/{arch}")
-    return zoos
+            if len(store.completed_ids(dataset, arch)) >= size.models:
+                continue
+            if deadline is not None and time.time() >= deadline:
+                complete = False
+                continue
+            data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
+            summary = build_zoo(config, data, store, progress=not args.quiet, deadline=deadline)
+            print(summary.format(), flush=True)
+            complete &= summary.missing == 0
+    return zoos, complete
+
+
+def jobs_dir(out: Path, args, size: Size) -> Path:
+    """Where finished (method, training zoo) jobs keep their rows: one folder per combination of the
+    settings that decide those rows, so a rerun with other settings never reuses stale rows."""
+    key = json.dumps([asdict(size), args.seeds, args.zoo_seed, args.train_checkpoints, args.datasets, args.archs],
+                     sort_keys=True, default=str)
+    return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def job_path(folder: Path, method: str, train_zoo: str) -> Path:
+    return folder / f"{method}__{train_zoo.replace('/', '__')}.csv"
 
 
 def _evaluate_one(job):
@@ -80,8 +109,11 @@ def _evaluate_one(job):
     import torch
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
+    from sne_core.results import atomic_write_text
     from sne_core.train import TrainConfig
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints, deadline, folder = job
+    if deadline is not None and time.time() >= deadline:
+        return False                      # out of time: left for the next call
     torch.set_num_threads(threads)
     config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
                          patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})),
@@ -89,7 +121,8 @@ def _evaluate_one(job):
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
-    return raw
+    atomic_write_text(job_path(folder, method, train_zoo), raw.to_csv(index=False))
+    return True
 
 
 def main(argv=None) -> int:
@@ -104,7 +137,11 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--zoo-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="predictor trainings in parallel (CPU)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="predictor trainings in parallel processes (default: one per core on CPU, 1 on CUDA; "
+                        "on a GPU several processes can share the card, each job being small)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new zoo unit or predictor job after this many seconds; exit 3 if work is left")
     p.add_argument("--train-checkpoints", choices=("final", "all"), default="final",
                    help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
     p.add_argument("--quiet", action="store_true")
@@ -117,31 +154,59 @@ def main(argv=None) -> int:
 
     import pandas as pd
     import torch
-    from sne_core.results import write_results
+    from sne_core.results import atomic_write_text, read_raw, write_results
 
     t0 = time.time()
-    zoos = build_zoos(args, size)
+    deadline = None if args.budget_s is None else t0 + args.budget_s
+    zoos, complete = build_zoos(args, size, deadline)
     t_zoos = time.time() - t0
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    jobs = 1 if cuda else max(1, args.jobs)
+    jobs = max(1, args.jobs if args.jobs is not None else (1 if cuda else (os.cpu_count() or 1)))
     threads = 1 if jobs > 1 else max(1, torch.get_num_threads())
-    work = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, args.train_checkpoints)
-            for m in args.methods.split(",") for z in zoos]
+    folder = jobs_dir(out, args, size)
+    folder.mkdir(parents=True, exist_ok=True)
+    work = [(m, z) for m in args.methods.split(",") for z in zoos]
+    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, args.train_checkpoints,
+             deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
+    print(f"jobs: {len(work) - len(todo) if complete else 0} of {len(work)} done before this call, "
+          f"{len(todo)} to run, {jobs} at a time", flush=True)
     if jobs == 1:
-        raws = [_evaluate_one(w) for w in work]
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            raws = list(pool.map(_evaluate_one, work))
-    raw = pd.concat(raws, ignore_index=True)
+        for w in todo:
+            _evaluate_one(w)
+    elif todo:
+        # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_evaluate_one, todo))
+    calls = _record_call(folder, atomic_write_text, {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+                                                  "wall_s_zoos": round(t_zoos, 1),
+                                                  "wall_s_total": round(time.time() - t0, 1)})
+    left = [f"{m} on {z}" for m, z in work if not job_path(folder, m, z).is_file()]
+    if not complete or left:
+        print(f"incomplete after {time.time() - t0:.0f} s (--budget-s {args.budget_s}): "
+              f"{'zoos unfinished' if not complete else f'{len(left)} jobs left, e.g. {left[0]}'}; "
+              "run the same command again to resume", flush=True)
+        return INCOMPLETE
+    raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": args.train_checkpoints, "zoos": zoos,
             "methods": args.methods.split(","), "seeds": args.seeds,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
-            "wall_s_zoos": round(t_zoos, 1), "wall_s_total": round(time.time() - t0, 1),
+            "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
+            "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1), "calls": calls,
             "command": " ".join([sys.executable, *sys.argv])}
     write_results(out, raw, meta)
     print((out / "tables.md").read_text())
-    print(f"wall time: zoos {t_zoos:.0f} s, total {time.time() - t0:.0f} s -> {out}")
+    print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
+          f"over {len(calls)} call(s) -> {out}")
     return 0
+
+
+def _record_call(folder: Path, write, call: dict) -> list[dict]:
+    """Append this call's wall times to the jobs folder's calls.json (a resumed run spans several calls)."""
+    path = folder / "calls.json"
+    calls = json.loads(path.read_text()) if path.is_file() else []
+    calls.append(call)
+    write(path, json.dumps(calls, indent=1))
+    return calls
 
 
 if __name__ == "__main__":

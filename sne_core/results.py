@@ -30,7 +30,8 @@ class ResultsError(ValueError):
     """A results folder that cannot be read back (names the file and the field)."""
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that readers see the old file or the whole new one, never a part."""
     from pyarrow.fs import LocalFileSystem
     atomic_write_bytes(LocalFileSystem(), str(path.resolve()), text.encode())   # the store's atomic write
 
@@ -40,13 +41,13 @@ def write_results(out: str | Path, raw: pd.DataFrame, meta: dict) -> dict[str, p
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = tables_from_raw(raw)
-    _atomic_write(out / "raw.csv", raw.to_csv(index=False))
+    atomic_write_text(out / "raw.csv", raw.to_csv(index=False))
     md = []
     for name, table in tables.items():
-        _atomic_write(out / f"{name}.csv", table[CSV_COLUMNS].to_csv(index=False))
+        atomic_write_text(out / f"{name}.csv", table[CSV_COLUMNS].to_csv(index=False))
         md += [f"## {name.replace('_', ' ')}", "", format_table(table), ""]
-    _atomic_write(out / "tables.md", "\n".join(md))
-    _atomic_write(out / "run.json", json.dumps(meta, indent=2, default=str))
+    atomic_write_text(out / "tables.md", "\n".join(md))
+    atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
     return tables
 
 
@@ -83,13 +84,18 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     return df
 
 
+def read_raw(path: str | Path) -> pd.DataFrame:
+    """Raw rows (RAW_COLUMNS and whatever else the file holds) from a CSV, checked as raw.csv is."""
+    return _read_csv(Path(path), RAW_COLUMNS)
+
+
 def read_results(folder: str | Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict]:
     """(tables with every column of `tables_from_raw`, raw rows, run.json) of a results folder.
     The CSV tables must agree with the tables recomputed from raw.csv (means to 1e-6)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ResultsError(f"{folder}: not a folder")
-    raw = _read_csv(folder / "raw.csv", RAW_COLUMNS)
+    raw = read_raw(folder / "raw.csv")
     try:
         meta = json.loads((folder / "run.json").read_text())
     except FileNotFoundError:

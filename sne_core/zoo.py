@@ -210,9 +210,11 @@ def resolved_workers(config: ZooConfig, device: torch.device, n_units: int) -> i
 
 
 def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable[[list[NetworkResult]], None] | None = None,
-              progress: bool = True) -> list[NetworkResult]:
+              progress: bool = True, deadline: float | None = None) -> list[NetworkResult]:
     """Train the networks of `config` not in `skip_ids`, one unit at a time; `on_result(unit results)`
     after each unit, in unit order (so an interruption loses at most one unit per worker).
+    `deadline` (a `time.time()` value): start no unit after it; the zoo is then incomplete and a
+    rerun resumes it (a time-limited GPU call uses this to stop cleanly before it is killed).
     Returns the results, by model_id."""
     arch = get_arch(config.arch)
     device = config.torch_device()
@@ -256,7 +258,9 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
             out += results
             if bar is not None:
                 bar.update(sum(steps_per_epoch(h, n_train, config.batch_size) * config.epochs for h in unit))
-        finished = True
+            if deadline is not None and time.time() >= deadline and len(out) < sum(map(len, units)):
+                break          # out of time: `finished` stays False, so pool workers are stopped
+        finished = len(out) == sum(map(len, units))
     finally:
         if pool is not None:
             if finished:
@@ -279,10 +283,12 @@ class ZooSummary:
     diverged: int
     trained_now: int
     test_acc_quantiles: dict[str, float] = field(default_factory=dict)   # over non-diverged networks, final checkpoint
+    missing: int = 0            # networks of the config not yet in the store (a deadline stopped the build)
 
     def format(self) -> str:
         q = " ".join(f"{k}={v:.4f}" for k, v in self.test_acc_quantiles.items()) or "n/a (no network finished)"
-        return (f"zoo {self.zoo}: networks={self.networks} diverged={self.diverged} trained_now={self.trained_now}\n"
+        todo = f" missing={self.missing} (rerun to resume)" if self.missing else ""
+        return (f"zoo {self.zoo}: networks={self.networks} diverged={self.diverged} trained_now={self.trained_now}{todo}\n"
                 f"test accuracy quantiles: {q}")
 
 
@@ -295,13 +301,14 @@ def summarize(zoo: str, results: list[NetworkResult], trained_now: int) -> ZooSu
     return ZooSummary(zoo, len(results), sum(r.status == STATUS_DIVERGED for r in results), trained_now, qs)
 
 
-def build_zoo(config: ZooConfig, data, store, progress: bool = True) -> ZooSummary:
-    """Train what `store` lacks of this zoo, writing one atomic part per unit; summarise the whole zoo."""
+def build_zoo(config: ZooConfig, data, store, progress: bool = True, deadline: float | None = None) -> ZooSummary:
+    """Train what `store` lacks of this zoo, writing one atomic part per unit; summarise the whole zoo.
+    With a `deadline` (see train_zoo) the summary may report missing networks: rerun to finish."""
     arch = get_arch(config.arch)
     done = set(store.completed_ids(config.dataset, config.arch))
     trained = train_zoo(config, data, skip_ids=frozenset(done),
                         on_result=lambda rs: store.write_networks(config.dataset, arch, rs, config.seed),
-                        progress=progress)
+                        progress=progress, deadline=deadline)
     return summarize_store(store, config, len(trained))
 
 
@@ -314,5 +321,6 @@ def summarize_store(store, config: ZooConfig, trained_now: int) -> ZooSummary:
     if len(ok):
         for name, q in (("min", 0.0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1.0)):
             qs[name] = float(np.quantile(ok, q))
+    missing = len(set(range(config.n_models)) - set(final["model_id"].tolist()))
     return ZooSummary(f"{config.dataset}/{config.arch}", len(final), int((final["status"] == STATUS_DIVERGED).sum()),
-                      trained_now, qs)
+                      trained_now, qs, missing)

@@ -23,15 +23,39 @@ from sne_core.store import ZooStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _paper_tables(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "scripts" / "paper_tables.py"), "--size", "smoke", "--out", str(out),
+           "--data-root", str(ROOT / "data" / "datasets"), "--datasets", "digits,mnist", "--seeds", "2",
+           "--jobs", "1", "--quiet", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "smoke-run"
-    cmd = [sys.executable, str(ROOT / "scripts" / "paper_tables.py"), "--size", "smoke", "--out", str(out),
-           "--data-root", str(ROOT / "data" / "datasets"), "--datasets", "digits,mnist", "--methods", "statnn,sne",
-           "--seeds", "2", "--jobs", "1", "--quiet"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = _paper_tables(out, "--methods", "statnn,sne")
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+def test_an_interrupted_run_resumes_to_the_same_rows(results, tmp_path):
+    """A device call out of time exits 3 and leaves finished work in place; the next call trains only
+    what is missing and ends with the rows of an uninterrupted run."""
+    out, store = tmp_path / "resumed", str(results / "store")     # the fixture's zoos are complete
+    stopped = _paper_tables(out, "--store", store, "--methods", "statnn,sne", "--budget-s", "0")
+    assert stopped.returncode == 3 and "run the same command again" in stopped.stdout
+    assert not (out / "raw.csv").exists()
+    assert _paper_tables(out, "--store", store, "--methods", "statnn").returncode == 0
+    last = _paper_tables(out, "--store", store, "--methods", "statnn,sne")
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "jobs: 4 of 8 done before this call, 4 to run" in last.stdout      # only SNE trained now
+    _, raw, meta = read_results(out)
+    _, reference, _ = read_results(results)
+    key = ["method", "train_zoo", "test_zoo", "seed"]
+    a, b = raw.sort_values(key).reset_index(drop=True), reference.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    np.testing.assert_allclose(a["tau"].to_numpy(float), b["tau"].to_numpy(float), atol=1e-6)
+    assert len(meta["calls"]) == 3 and meta["wall_s_total"] == pytest.approx(sum(c["wall_s_total"] for c in meta["calls"]))
 
 
 def _tracker(tmp_path, **kw) -> MLflowTracker:

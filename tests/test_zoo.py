@@ -2,6 +2,7 @@
 
 Tiny on purpose (a few networks, 1-3 epochs, 1,000 MNIST images): behaviour, not speed.
 """
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,6 +165,17 @@ def test_interrupted_run_resumes_to_the_same_zoo(mnist, tmp_path):
         for k, v in r.checkpoints[-1].state.items():
             assert torch.equal(stored[k], v), (r.model_id, k)
     assert build_zoo(config, mnist, store, progress=False).trained_now == 0      # nothing left to do
+
+
+def test_a_build_past_its_deadline_stops_after_one_unit_and_resumes(mnist, tmp_path):
+    from sne_core.store import ZooStore
+    from sne_core.zoo import build_zoo
+    config = tiny(n=5, strategy="vectorized", group_size=2)
+    store = ZooStore(tmp_path / "store")
+    cut = build_zoo(config, mnist, store, progress=False, deadline=time.time())   # already past
+    assert cut.trained_now == 2 and cut.missing == 3 and "missing=3 (rerun to resume)" in cut.format()
+    rest = build_zoo(config, mnist, store, progress=False)
+    assert rest.trained_now == 3 and rest.missing == 0 and "missing" not in rest.format()
 
 
 def test_user_spec_with_avgpool_and_flatten_trains_both_ways(tdata):

@@ -1,0 +1,91 @@
+"""How much does each predictor gain from more training networks? A learning curve on one zoo.
+
+    python scripts/learning_curve.py --store results/store --zoo mnist/arch1 --sizes 40,80,200,400
+
+Validation and test are the zoo's stored split (final checkpoints), the same for every size, so
+the sizes differ only in how many training networks the predictor sees. The training networks of
+size n are the first n of one seeded permutation of the split's training part (per predictor
+seed), so a larger size holds every network of a smaller one. Predictors train with the settings
+of `paper_tables.py --size` (default: cpu). Library only, like paper_tables.py.
+
+Why it exists: every method's in-distribution tau on the 200-network CPU zoos is far below the
+published numbers, and this is the measurement that says whether zoo size is what holds them back
+(docs/RESULTS.md, "What moves tau"). Prints one row per (method, size) and writes curve.csv
+(one row per method, size and seed) to --out when given.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from paper_tables import SIZES   # scripts/ is on sys.path when this file runs as a script
+
+
+def subsample(data, n: int, seed: int):
+    """The first n networks of a seeded permutation of `data` (a ZooData), in their stored order."""
+    import torch
+    from sne_core.train import ZooData
+    if n > len(data):
+        raise SystemExit(f"learning_curve: --sizes asks for {n} training networks, but {data.zoo} has {len(data)}")
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    groups, y = data.batch(idx)
+    return ZooData(groups, y, data.model_ids[idx.numpy()], zoo=f"{data.zoo}[{n}]")
+
+
+def _fit_one(job) -> dict:
+    """One (method, size, seed): train on n networks, score on the zoo's test split. Runs in a worker."""
+    import torch
+    from sne_core.metrics import summarize
+    from sne_core.protocols import load_zoo
+    from sne_core.store import ZooStore
+    from sne_core.train import TrainConfig, fit, predict
+    method, n, seed, store_root, zoo, size_name, threads = job
+    torch.set_num_threads(threads)
+    size, store = SIZES[size_name], ZooStore(store_root)
+    train = subsample(load_zoo(store, zoo, "train"), n, seed)
+    val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
+    config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
+                         patience=size.patience, seed=seed, hyper=dict(size.hyper.get(method, {})))
+    result = fit(config, train, val)
+    metrics = summarize(predict(result.model, test), test.y.numpy())
+    print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)", flush=True)
+    return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, **metrics,
+            "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", required=True, help="weight store root holding the zoo")
+    p.add_argument("--zoo", required=True, help="dataset/arch, e.g. mnist/arch1")
+    p.add_argument("--sizes", default="40,80,200,400", help="training-network counts, comma-separated")
+    p.add_argument("--methods", default="sne,statnn,gbm")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--size", choices=sorted(SIZES), default="cpu", help="predictor training settings of paper_tables.py")
+    p.add_argument("--jobs", type=int, default=2, help="trainings in parallel (processes, one thread each)")
+    p.add_argument("--out", default=None, help="folder for curve.csv")
+    args = p.parse_args(argv)
+    import pandas as pd
+
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    # largest first: the long SNE fits start early and the small ones fill the gaps at the end
+    jobs = [(m, n, s, args.store, args.zoo, args.size, 1)
+            for n in reversed(sizes) for m in args.methods.split(",") for s in range(args.seeds)]
+    t0 = time.time()
+    with ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        rows = pd.DataFrame(list(pool.map(_fit_one, jobs)))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        rows.to_csv(Path(args.out) / "curve.csv", index=False)
+    table = rows.groupby(["method", "n_train"]).agg(tau_mean=("tau", "mean"), tau_std=("tau", "std"),
+                                                    r2_mean=("r2", "mean"), seeds=("seed", "count"))
+    print(f"zoo {args.zoo}: validation {rows.n_val.iloc[0]} networks, test {rows.n_test.iloc[0]} networks")
+    print(table.round(3).to_string())
+    print(f"wall time {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
