@@ -1,0 +1,47 @@
+"""scripts/learning_curve.py on a synthetic zoo written through the real store: nested training
+subsets, fixed validation and test, one row per (method, size, seed)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sne_core.protocols import load_zoo
+from sne_core.store import ZooStore
+from test_splits import write_synthetic_zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import learning_curve  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curve") / "store"
+    write_synthetic_zoo(ZooStore(root), "mnist", "arch1", 40, zoo_seed=4)
+    return root
+
+
+def test_training_subsets_are_nested_and_seeded(store_root):
+    train = load_zoo(ZooStore(store_root), "mnist/arch1", "train")
+    small, large = learning_curve.subsample(train, 5, seed=0), learning_curve.subsample(train, 12, seed=0)
+    assert len(small) == 5 and len(large) == 12
+    assert set(small.model_ids) < set(large.model_ids)
+    assert np.array_equal(small.model_ids, learning_curve.subsample(train, 5, seed=0).model_ids)
+    assert not np.array_equal(small.model_ids, learning_curve.subsample(train, 5, seed=1).model_ids)
+    i = np.searchsorted(train.model_ids, small.model_ids)          # targets travel with their networks
+    assert np.allclose(small.y.numpy(), train.y.numpy()[i])
+    with pytest.raises(SystemExit, match="asks for 99 training networks"):
+        learning_curve.subsample(train, 99, seed=0)
+
+
+def test_curve_rows_share_validation_and_test(store_root, tmp_path, capsys):
+    rc = learning_curve.main(["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8,16",
+                              "--methods", "statnn,gbm", "--seeds", "2", "--size", "smoke", "--jobs", "1",
+                              "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "curve.csv")
+    assert rc == 0 and len(rows) == 2 * 2 * 2
+    assert sorted(rows.n_train.unique()) == [8, 16]
+    assert rows.n_test.nunique() == 1 and rows.n_val.nunique() == 1 and rows.n_test.iloc[0] == 20
+    assert rows.loc[rows.method == "statnn", "tau"].notna().all()
+    assert "zoo mnist/arch1: validation" in capsys.readouterr().out
