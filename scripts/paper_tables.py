@@ -81,6 +81,7 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
                                max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
                                device=args.device)
             if len(store.completed_ids(dataset, arch)) >= size.models:
+                print(f"zoo {dataset}/{arch}: complete in the store", flush=True)
                 continue
             if deadline is not None and time.time() >= deadline:
                 complete = False
@@ -168,8 +169,9 @@ def main(argv=None) -> int:
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
     todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, args.train_checkpoints,
              deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
-    print(f"jobs: {len(work) - len(todo) if complete else 0} of {len(work)} done before this call, "
-          f"{len(todo)} to run, {jobs} at a time", flush=True)
+    if complete:
+        print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
+              f"{jobs} at a time", flush=True)
     if jobs == 1:
         for w in todo:
             _evaluate_one(w)
