@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import platform
 import sys
 import time
-import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,16 +76,16 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
     for arch in args.archs:
         for dataset in args.datasets:
             zoos.append(f"{dataset}/{arch}")
-            config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.epochs, seed=args.zoo_seed,
-                               batch_size=size.zoo_batch, max_images=size.max_images,
-                               max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
-                               device=args.device)
             if len(store.completed_ids(dataset, arch)) >= size.models:
                 print(f"zoo {dataset}/{arch}: complete in the store", flush=True)
                 continue
             if deadline is not None and time.time() >= deadline:
                 complete = False
                 continue
+            config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.epochs, seed=args.zoo_seed,
+                               batch_size=size.zoo_batch, max_images=size.max_images,
+                               max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
+                               device=args.device)
             data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
             summary = build_zoo(config, data, store, progress=not args.quiet, deadline=deadline)
             print(summary.format(), flush=True)
@@ -114,7 +114,7 @@ def _evaluate_one(job):
     from sne_core.train import TrainConfig
     method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
-        return False                      # out of time: left for the next call
+        return                            # out of time: left for the next call
     torch.set_num_threads(threads)
     config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
                          patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})),
@@ -123,7 +123,6 @@ def _evaluate_one(job):
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
     atomic_write_text(job_path(folder, method, train_zoo), raw.to_csv(index=False))
-    return True
 
 
 def main(argv=None) -> int:
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
     import torch
-    from sne_core.results import atomic_write_text, read_raw, write_results
+    from sne_core.results import read_raw, write_results
 
     t0 = time.time()
     deadline = None if args.budget_s is None else t0 + args.budget_s
@@ -179,7 +178,7 @@ def main(argv=None) -> int:
         # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_evaluate_one, todo))
-    calls = _record_call(folder, atomic_write_text, {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+    calls = _record_call(folder, {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                                                   "wall_s_zoos": round(t_zoos, 1),
                                                   "wall_s_total": round(time.time() - t0, 1)})
     left = [f"{m} on {z}" for m, z in work if not job_path(folder, m, z).is_file()]
@@ -202,12 +201,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def _record_call(folder: Path, write, call: dict) -> list[dict]:
+def _record_call(folder: Path, call: dict) -> list[dict]:
     """Append this call's wall times to the jobs folder's calls.json (a resumed run spans several calls)."""
+    from sne_core.results import atomic_write_text
     path = folder / "calls.json"
     calls = json.loads(path.read_text()) if path.is_file() else []
     calls.append(call)
-    write(path, json.dumps(calls, indent=1))
+    atomic_write_text(path, json.dumps(calls, indent=1))
     return calls
 
 

@@ -250,6 +250,7 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
         unit_results = (pickle.loads(b) for b in pool.imap(_worker_unit, units))
     else:
         unit_results = (_train_unit(arch, u, tdata, run, strategy) for u in units)
+    n_todo = sum(map(len, units))
     finished = False
     try:
         for unit, results in zip(units, unit_results):
@@ -258,9 +259,9 @@ def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable
             out += results
             if bar is not None:
                 bar.update(sum(steps_per_epoch(h, n_train, config.batch_size) * config.epochs for h in unit))
-            if deadline is not None and time.time() >= deadline and len(out) < sum(map(len, units)):
+            if deadline is not None and time.time() >= deadline and len(out) < n_todo:
                 break          # out of time: `finished` stays False, so pool workers are stopped
-        finished = len(out) == sum(map(len, units))
+        finished = len(out) == n_todo
     finally:
         if pool is not None:
             if finished:
@@ -294,11 +295,16 @@ class ZooSummary:
 
 def summarize(zoo: str, results: list[NetworkResult], trained_now: int) -> ZooSummary:
     final = [r.checkpoints[-1].test_acc for r in results if r.status != STATUS_DIVERGED and r.checkpoints]
-    qs = {}
-    if final:
-        for name, q in (("min", 0.0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1.0)):
-            qs[name] = float(np.quantile(final, q))
-    return ZooSummary(zoo, len(results), sum(r.status == STATUS_DIVERGED for r in results), trained_now, qs)
+    return ZooSummary(zoo, len(results), sum(r.status == STATUS_DIVERGED for r in results), trained_now,
+                      _quantiles(final))
+
+
+def _quantiles(acc) -> dict[str, float]:
+    """min / q25 / median / q75 / max of the final test accuracies ({} when there are none)."""
+    if not len(acc):
+        return {}
+    return {name: float(np.quantile(acc, q))
+            for name, q in (("min", 0.0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1.0))}
 
 
 def build_zoo(config: ZooConfig, data, store, progress: bool = True, deadline: float | None = None) -> ZooSummary:
@@ -317,10 +323,6 @@ def summarize_store(store, config: ZooConfig, trained_now: int) -> ZooSummary:
     df = store.read_models(config.dataset, config.arch)
     final = df[df["is_final"]]
     ok = final[final["status"] != STATUS_DIVERGED]["test_acc"].to_numpy()
-    qs = {}
-    if len(ok):
-        for name, q in (("min", 0.0), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("max", 1.0)):
-            qs[name] = float(np.quantile(ok, q))
     missing = len(set(range(config.n_models)) - set(final["model_id"].tolist()))
     return ZooSummary(f"{config.dataset}/{config.arch}", len(final), int((final["status"] == STATUS_DIVERGED).sum()),
-                      trained_now, qs, missing)
+                      trained_now, _quantiles(ok), missing)
