@@ -16,6 +16,7 @@ published numbers, and this is the measurement that says whether zoo size is wha
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,13 +43,14 @@ def _fit_one(job) -> dict:
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import TrainConfig, fit, predict
-    method, n, seed, store_root, zoo, size_name, threads = job
+    method, n, seed, store_root, zoo, size_name, threads, hyper = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
     train = subsample(load_zoo(store, zoo, "train"), n, seed)
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
     config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
-                         patience=size.patience, seed=seed, hyper=dict(size.hyper.get(method, {})))
+                         patience=size.patience, seed=seed,
+                         hyper={**size.hyper.get(method, {}), **hyper.get(method, {})})
     result = fit(config, train, val)
     metrics = summarize(predict(result.model, test), test.y.numpy())
     print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)", flush=True)
@@ -66,12 +68,14 @@ def main(argv=None) -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="cpu", help="predictor training settings of paper_tables.py")
     p.add_argument("--jobs", type=int, default=2, help="trainings in parallel (processes, one thread each)")
     p.add_argument("--out", default=None, help="folder for curve.csv")
+    p.add_argument("--hyper", default="{}", type=json.loads,
+                   help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"log_floor": 0}}\'')
     args = p.parse_args(argv)
     import pandas as pd
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     # largest first: the long SNE fits start early and the small ones fill the gaps at the end
-    jobs = [(m, n, s, args.store, args.zoo, args.size, 1)
+    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper)
             for n in reversed(sizes) for m in args.methods.split(",") for s in range(args.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:

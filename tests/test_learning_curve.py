@@ -45,3 +45,10 @@ def test_curve_rows_share_validation_and_test(store_root, tmp_path, capsys):
     assert rows.n_test.nunique() == 1 and rows.n_val.nunique() == 1 and rows.n_test.iloc[0] == 20
     assert rows.loc[rows.method == "statnn", "tau"].notna().all()
     assert "zoo mnist/arch1: validation" in capsys.readouterr().out
+
+
+def test_hyper_reaches_the_predictor(store_root):
+    # an invalid SNE setting must fail in SNE's own check, which proves --hyper got through to it
+    with pytest.raises(ValueError, match="log_floor must be >= 0"):
+        learning_curve.main(["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8", "--methods", "sne",
+                             "--seeds", "1", "--size", "smoke", "--jobs", "1", "--hyper", '{"sne": {"log_floor": -1}}'])
