@@ -42,15 +42,13 @@ def _fit_one(job) -> dict:
     from sne_core.metrics import summarize
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
-    from sne_core.train import TrainConfig, fit, predict
+    from sne_core.train import fit, predict
     method, n, seed, store_root, zoo, size_name, threads, hyper = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
     train = subsample(load_zoo(store, zoo, "train"), n, seed)
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
-    config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
-                         patience=size.patience, seed=seed,
-                         hyper={**size.hyper.get(method, {}), **hyper.get(method, {})})
+    config = size.train_config(method, hyper.get(method), seed=seed)
     result = fit(config, train, val)
     metrics = summarize(predict(result.model, test), test.y.numpy())
     print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)", flush=True)

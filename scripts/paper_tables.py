@@ -46,6 +46,12 @@ class Size:
     lr: float
     hyper: dict = field(default_factory=dict)   # method -> predictor hyperparameters over its defaults
 
+    def train_config(self, method: str, hyper: dict | None = None, **kw):
+        """The TrainConfig this size gives `method`; `hyper` goes over the size's own hyperparameters."""
+        from sne_core.train import TrainConfig
+        return TrainConfig(method=method, epochs=self.train_epochs, batch_size=self.train_batch, lr=self.lr,
+                           patience=self.patience, hyper={**self.hyper.get(method, {}), **(hyper or {})}, **kw)
+
 
 SIZES = {
     # Seconds: tests run the whole script on it (build, train, write, then `sne import-results`).
@@ -53,8 +59,8 @@ SIZES = {
                   eval_train_images=256, train_batch=4, train_epochs=2, patience=2, lr=1e-3),
     # 200 networks a zoo (the SNE issue's floor), 3 epochs over 4,000 images: ~10 minutes a MNIST
     # zoo on 2 cores. 80 training networks a zoo, so predictors take small batches to get steps.
-    # Patience 15, not 8: SNE with its log-magnitude channel found its best validation tau 22 epochs in
-    # on a 400-network training split, after 8 stale epochs (docs/RESULTS.md).
+    # Patience 15, not 8: with its log-magnitude channel, SNE on a 400-network training split stopped
+    # at epoch 18 with patience 8, and with 15 found a better epoch at 30 (docs/RESULTS.md).
     # NFN at its published widths needs ~4 s a batch here, so the CPU run narrows it.
     "cpu": Size(models=200, epochs=3, max_images=4000, max_test_images=2000, zoo_batch=64,
                 eval_train_images=2000, train_batch=16, train_epochs=60, patience=15, lr=1e-3,
@@ -113,14 +119,11 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text
-    from sne_core.train import TrainConfig
     method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = TrainConfig(method=method, epochs=size.train_epochs, batch_size=size.train_batch, lr=size.lr,
-                         patience=size.patience, device=device, hyper=dict(size.hyper.get(method, {})),
-                         train_checkpoints=checkpoints)
+    config = size.train_config(method, device=device, train_checkpoints=checkpoints)
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
