@@ -82,14 +82,17 @@ def zoo(context: AssetExecutionContext, store: StoreResource, profile: RunProfil
 
 
 def stale_networks(zoo_store, config) -> list[int]:
-    """Stored networks that are not this config's: another zoo seed, another final epoch (for a
-    network that did not diverge), or a model id beyond n_models."""
+    """Stored networks that are not this config's: another zoo seed, another recorded training
+    protocol (ZooConfig.protocol), another final epoch (for a network that did not diverge, in
+    parts written before protocols were recorded), or a model id beyond n_models."""
     if (config.dataset, config.arch) not in zoo_store.zoos():
         return []
     models = zoo_store.read_models(config.dataset, config.arch)
     final = models[models["is_final"].astype(bool)]
+    other_protocol = {i for _, _, ids in zoo_store.protocol_conflicts(config.dataset, config.arch, config.protocol())
+                      for i in ids}
     bad = (final["zoo_seed"] != config.seed) | (final["model_id"] >= config.n_models) | \
-          ((final["status"] == "ok") & (final["epoch"] != config.epochs))
+          ((final["status"] == "ok") & (final["epoch"] != config.epochs)) | final["model_id"].isin(other_protocol)
     return sorted(final.loc[bad, "model_id"].astype(int).tolist())
 
 

@@ -171,8 +171,13 @@ class ZooStore:
 
     # ------------------------------------------------------------ writing networks
 
-    def write_networks(self, dataset: str, arch: Arch, results: list[NetworkResult], zoo_seed: int) -> None:
+    def write_networks(self, dataset: str, arch: Arch, results: list[NetworkResult], zoo_seed: int,
+                       protocol: dict | None = None) -> None:
         """Store every checkpoint of `results` as one part of zoo dataset/arch.
+
+        `protocol` (ZooConfig.protocol(): epochs, images, batch, ...) is recorded in the part's
+        metadata; a write under a protocol other than the zoo's recorded one is refused. Parts
+        written without one (older stores, hand-made zoos) are not checked.
 
         Model ids already in the zoo are *replaced* (not refused): re-running a network is
         deterministic, so replacing makes a repeated write idempotent, and it lets a user
@@ -194,17 +199,54 @@ class ZooStore:
         for info in list_files(self.fs, self._zoo_dir("layers", dataset, arch.name)):
             meta = footer_meta(self.fs, info.path)
             self._check_chunk_size(info.path, meta)
+        if protocol is not None:
+            self.check_protocol(dataset, arch.name, protocol)
         self.collect_garbage()
 
         ids = sorted(r.hparams.model_id for r in results)
         part = f"part-{ids[0]:06d}-{ids[-1]:06d}-{uuid.uuid4().hex[:8]}.parquet"
         meta = {"dataset": dataset, "arch": arch.name, "zoo_seed": zoo_seed, "chunk_size": self.chunk_size}
+        if protocol is not None:
+            meta["protocol"] = json.dumps(protocol, sort_keys=True)
         write_parquet(self.fs, join(self._zoo_dir("layers", dataset, arch.name), part),
                       layers_table(arch, results, self.chunk_size),
                       {**meta, "table": "layers", "arch_spec": arch.spec.to_json()}, float_columns=("values",))
         self._remove_ids(dataset, arch.name, set(ids), old)
         write_parquet(self.fs, join(self._zoo_dir("models", dataset, arch.name), part),
                       models_table(results, zoo_seed), {**meta, "table": "models"})
+
+    def protocol_conflicts(self, dataset: str, arch: str, protocol: dict) -> list[tuple[str, dict, list[int]]]:
+        """(models file, its recorded protocol, its model ids) for every part of the zoo recorded under
+        a protocol other than `protocol`. Parts with no record are not conflicts."""
+        want = json.loads(json.dumps(protocol, sort_keys=True))   # as stored: tuples become lists
+        out = []
+        for p in self._parts(dataset, arch):
+            path = join(self._zoo_dir("models", dataset, arch), p)
+            meta = footer_meta(self.fs, path)
+            if "protocol" not in meta:
+                continue
+            try:
+                have = json.loads(meta["protocol"])
+            except json.JSONDecodeError as e:
+                raise StoreError(f"{path}: metadata sne.protocol is not JSON ({e}); expected the zoo's "
+                                 "training protocol as written by ZooConfig.protocol()") from e
+            if have != want:
+                ids = sorted(set(self._read_models_part(dataset, arch, p).column("model_id").to_pylist()))
+                out.append((path, have, ids))
+        return out
+
+    def check_protocol(self, dataset: str, arch: str, protocol: dict) -> None:
+        """Refuse to add networks trained under `protocol` to a zoo recorded under another one."""
+        conflicts = self.protocol_conflicts(dataset, arch, protocol)
+        if conflicts:
+            path, have, ids = conflicts[0]
+            want = json.loads(json.dumps(protocol, sort_keys=True))
+            diff = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} here"
+                             for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
+            raise StoreError(f"zoo {dataset}/{arch}: {path} holds {len(ids)} network(s) trained under another "
+                             f"protocol ({diff}; {len(conflicts)} part(s) in all). One zoo has one training "
+                             "protocol: build into another store, use the stored settings, or delete_networks "
+                             "those networks to retrain them")
 
     def delete_networks(self, dataset: str, arch: str, model_ids) -> None:
         """Remove networks (all their checkpoints) from a zoo; their ids become missing."""
@@ -227,7 +269,8 @@ class ZooStore:
             if not hit.all():
                 keep = sorted(set(mids[~hit].tolist()))
                 new = f"part-{keep[0]:06d}-{keep[-1]:06d}-{uuid.uuid4().hex[:8]}.parquet"
-                base = {k: meta[k] for k in ("dataset", "arch", "zoo_seed", "chunk_size", "arch_spec") if k in meta}
+                base = {k: meta[k] for k in ("dataset", "arch", "zoo_seed", "chunk_size", "arch_spec", "protocol")
+                        if k in meta}
                 lmask = pa.array(~np.isin(layers.column("model_id").to_numpy(), list(ids)))
                 write_parquet(self.fs, join(self._zoo_dir("layers", dataset, arch), new),
                               layers.filter(lmask).replace_schema_metadata(None),

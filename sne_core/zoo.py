@@ -95,6 +95,15 @@ class ZooConfig:
             tuple(e for e in PROTOCOL_CHECKPOINTS if e <= self.epochs)
         return tuple(sorted(set(base) | {0, self.epochs}))
 
+    def protocol(self) -> dict:
+        """The settings besides seed and model id that decide what a network becomes. The store records
+        them with every part and refuses to grow a zoo under other ones: a zoo resumed with, say,
+        3 epochs into a store of 10-epoch networks would silently become two zoos in one. Device,
+        strategy, group size, amp and workers are left out: they change how fast, not what."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "checkpoints": list(self.checkpoints()),
+                "max_images": self.max_images, "max_test_images": self.max_test_images,
+                "eval_train_images": self.eval_train_images}
+
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
 
@@ -311,9 +320,11 @@ def build_zoo(config: ZooConfig, data, store, progress: bool = True, deadline: f
     """Train what `store` lacks of this zoo, writing one atomic part per unit; summarise the whole zoo.
     With a `deadline` (see train_zoo) the summary may report missing networks: rerun to finish."""
     arch = get_arch(config.arch)
+    store.check_protocol(config.dataset, config.arch, config.protocol())   # before any training, not after
     done = set(store.completed_ids(config.dataset, config.arch))
     trained = train_zoo(config, data, skip_ids=frozenset(done),
-                        on_result=lambda rs: store.write_networks(config.dataset, arch, rs, config.seed),
+                        on_result=lambda rs: store.write_networks(config.dataset, arch, rs, config.seed,
+                                                                  config.protocol()),
                         progress=progress, deadline=deadline)
     return summarize_store(store, config, len(trained))
 

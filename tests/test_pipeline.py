@@ -172,7 +172,7 @@ def test_new_runs_only_when_asked(smoke):
 # ---------------------------------------------------------------- checks on broken zoos
 
 def write_synthetic_zoo(store: ZooStore, dataset: str, arch_name: str, n: int, *, acc=None, nan_ids=(),
-                        diverged_ids=()):
+                        diverged_ids=(), protocol=None):
     """A zoo whose contents we choose: real architectures and store, weights from the init."""
     from sne_core.archs import build_model, get_arch
     from sne_core.hparams import sample_hparams
@@ -190,7 +190,7 @@ def write_synthetic_zoo(store: ZooStore, dataset: str, arch_name: str, n: int, *
         a = float("nan") if diverged else acc(h.model_id)
         results.append(NetworkResult(h, "diverged" if diverged else "ok", 1 if diverged else None,
                                      [Checkpoint(0, 0.1, 2.3, 0.1, 2.3, state), Checkpoint(1, a, 1.0, a, 1.0, final)]))
-    store.write_networks(dataset, arch, results, zoo_seed=0)
+    store.write_networks(dataset, arch, results, zoo_seed=0, protocol=protocol)
 
 
 def _check_zoo(tmp: Path, **zoo_kwargs):
@@ -226,6 +226,16 @@ def test_checks_fail_a_broken_zoo(tmp_path, broken, failing):
     assert checks[failing] is False, checks
     assert [n for n, ok in checks.items() if not ok] == [failing]
     assert not result.success and not split_done     # blocking: nothing downstream ran
+
+
+def test_the_zoo_asset_replaces_networks_of_another_training_protocol(tmp_path):
+    from assets.zoo import stale_networks
+    from sne_core.zoo import ZooConfig
+    config = ZooConfig("digits", "arch1", n_models=4, epochs=1, max_images=300)
+    store = ZooStore(tmp_path / "store")
+    write_synthetic_zoo(store, "digits", "arch1", 4, protocol=config.protocol())
+    assert stale_networks(store, config) == []
+    assert stale_networks(store, ZooConfig("digits", "arch1", n_models=4, epochs=1, max_images=600)) == [0, 1, 2, 3]
 
 
 def test_schema_drift_fails_the_schema_check(tmp_path):

@@ -178,6 +178,25 @@ def test_a_build_past_its_deadline_stops_after_one_unit_and_resumes(mnist, tmp_p
     assert rest.trained_now == 3 and rest.missing == 0 and "missing" not in rest.format()
 
 
+@pytest.mark.parametrize("field, value", [("epochs", 2), ("max_images", 500), ("batch_size", 64)])
+def test_a_zoo_is_not_grown_under_another_training_protocol(mnist, tmp_path, field, value):
+    from sne_core.store import StoreError, ZooStore
+    from sne_core.zoo import build_zoo
+    config = tiny(n=2, strategy="vectorized", group_size=2)
+    store = ZooStore(tmp_path / "store")
+    build_zoo(config, mnist, store, progress=False)
+    other = replace(config, n_models=4, **{field: value})
+    with pytest.raises(StoreError, match=rf"models/dataset=mnist/arch=arch1/part-.*{field}="):
+        build_zoo(other, mnist, store, progress=False)
+    assert store.completed_ids("mnist", "arch1") == {0, 1}            # refused before training anything
+    [(_, recorded, ids)] = store.protocol_conflicts("mnist", "arch1", other.protocol())
+    assert recorded[field] == getattr(config, field) and sorted(ids) == [0, 1]
+    # deleting one network rewrites its part: the survivor keeps its recorded protocol
+    store.delete_networks("mnist", "arch1", [0])
+    assert [ids for _, _, ids in store.protocol_conflicts("mnist", "arch1", other.protocol())] == [[1]]
+    assert build_zoo(replace(config, n_models=3), mnist, store, progress=False).trained_now == 2   # same protocol grows
+
+
 def test_user_spec_with_avgpool_and_flatten_trains_both_ways(tdata):
     arch = register_arch(parse_spec({"name": "test_avgpool_net", "layers": [
         {"type": "conv", "out": 4, "kernel": 3, "padding": 1}, {"type": "avgpool", "kernel": 2}, {"type": "act"},
