@@ -44,6 +44,11 @@ MODEL_COLUMNS = (["model_id", "dataset", "arch", "zoo_seed"]
                  + [c for c in MODELS_SCHEMA if c not in ("model_id", "zoo_seed")])
 
 
+def _as_stored(protocol: dict) -> dict:
+    """A protocol as it reads back from the sne.protocol metadata (JSON: tuples become lists)."""
+    return json.loads(json.dumps(protocol, sort_keys=True))
+
+
 class ZooStore:
     def __init__(self, root: str | os.PathLike, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  filesystem: pafs.FileSystem | None = None):
@@ -218,7 +223,7 @@ class ZooStore:
     def protocol_conflicts(self, dataset: str, arch: str, protocol: dict) -> list[tuple[str, dict, list[int]]]:
         """(models file, its recorded protocol, its model ids) for every part of the zoo recorded under
         a protocol other than `protocol`. Parts with no record are not conflicts."""
-        want = json.loads(json.dumps(protocol, sort_keys=True))   # as stored: tuples become lists
+        want = _as_stored(protocol)
         out = []
         for p in self._parts(dataset, arch):
             path = join(self._zoo_dir("models", dataset, arch), p)
@@ -240,7 +245,7 @@ class ZooStore:
         conflicts = self.protocol_conflicts(dataset, arch, protocol)
         if conflicts:
             path, have, ids = conflicts[0]
-            want = json.loads(json.dumps(protocol, sort_keys=True))
+            want = _as_stored(protocol)
             diff = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} here"
                              for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
             raise StoreError(f"zoo {dataset}/{arch}: {path} holds {len(ids)} network(s) trained under another "

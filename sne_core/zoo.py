@@ -319,12 +319,11 @@ def _quantiles(acc) -> dict[str, float]:
 def build_zoo(config: ZooConfig, data, store, progress: bool = True, deadline: float | None = None) -> ZooSummary:
     """Train what `store` lacks of this zoo, writing one atomic part per unit; summarise the whole zoo.
     With a `deadline` (see train_zoo) the summary may report missing networks: rerun to finish."""
-    arch = get_arch(config.arch)
-    store.check_protocol(config.dataset, config.arch, config.protocol())   # before any training, not after
+    arch, protocol = get_arch(config.arch), config.protocol()
+    store.check_protocol(config.dataset, config.arch, protocol)   # before any training, not after
     done = set(store.completed_ids(config.dataset, config.arch))
     trained = train_zoo(config, data, skip_ids=frozenset(done),
-                        on_result=lambda rs: store.write_networks(config.dataset, arch, rs, config.seed,
-                                                                  config.protocol()),
+                        on_result=lambda rs: store.write_networks(config.dataset, arch, rs, config.seed, protocol),
                         progress=progress, deadline=deadline)
     return summarize_store(store, config, len(trained))
 
