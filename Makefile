@@ -35,6 +35,7 @@ test: data browser
 bench: data
 	$(PY) -m bench.zoo_train
 	$(PY) -m bench.encoder
+	$(PY) -m bench.store_write
 
 clean:
 	rm -rf $(VENV) data/store data/mlflow

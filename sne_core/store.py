@@ -57,6 +57,7 @@ class ZooStore:
         self.root = os.fspath(root)
         self.chunk_size = chunk_size
         self.fs, self.base = open_root(root, filesystem)
+        self._memo: dict[tuple[str, str], tuple[tuple, object]] = {}
         if self.base:   # "" is the root of a filesystem passed in (e.g. a SubTreeFileSystem)
             self.fs.create_dir(self.base, recursive=True)
 
@@ -147,11 +148,36 @@ class ZooStore:
 
     # ------------------------------------------------------------ validated reads of one part
 
+    def _remembered(self, kind: str, path: str, read):
+        """`read()` of one file, validated once per store instance while the file stays unchanged.
+
+        Every write checks the whole zoo (seeds, chunk size, protocol, which parts hold the ids it
+        replaces); re-reading and re-hashing every part for that made a zoo build quadratic in its
+        size. Committed files are never rewritten in place (each write makes a new uuid-named part),
+        and the key holds the file's size and mtime, so a file changed behind the store's back is
+        read and validated again. Only small things are kept: models tables and footer metadata."""
+        info = self.fs.get_file_info(path)
+        if info.mtime_ns is None:               # a filesystem that gives no mtime: read every time
+            return read()
+        stamp = (info.type, info.size, info.mtime_ns)
+        hit = self._memo.get((kind, path))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = read()
+        self._memo[(kind, path)] = (stamp, value)
+        return value
+
+    def _footer(self, path: str) -> dict[str, str]:
+        return self._remembered("footer", path, lambda: footer_meta(self.fs, path))
+
     def _read_models_part(self, dataset: str, arch: str, part: str) -> pa.Table:
         path = join(self._zoo_dir("models", dataset, arch), part)
-        table, meta = read_parquet(self.fs, path, MODELS_SCHEMA, "models")
-        self._check_partition(path, meta, dataset, arch)
-        return table
+
+        def read():
+            table, meta = read_parquet(self.fs, path, MODELS_SCHEMA, "models")
+            self._check_partition(path, meta, dataset, arch)
+            return table
+        return self._remembered("models", path, read)
 
     def _read_layers_part(self, dataset: str, arch: str, part: str) -> tuple[pa.Table, Arch, str]:
         path = join(self._zoo_dir("layers", dataset, arch), part)
@@ -202,8 +228,7 @@ class ZooStore:
                 raise StoreError(f"zoo {zoo}: {p} was written with zoo_seed {sorted(seeds)}, this write uses "
                                  f"{zoo_seed}; one zoo has one seed")
         for info in list_files(self.fs, self._zoo_dir("layers", dataset, arch.name)):
-            meta = footer_meta(self.fs, info.path)
-            self._check_chunk_size(info.path, meta)
+            self._check_chunk_size(info.path, self._footer(info.path))
         if protocol is not None:
             self.check_protocol(dataset, arch.name, protocol)
         self.collect_garbage()
@@ -227,7 +252,7 @@ class ZooStore:
         out = []
         for p in self._parts(dataset, arch):
             path = join(self._zoo_dir("models", dataset, arch), p)
-            meta = footer_meta(self.fs, path)
+            meta = self._footer(path)
             if "protocol" not in meta:
                 continue
             try:

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 import sne_core.store_io as store_io
+from sne_core.store_io import read_parquet
 from sne_core.archs import build_model, get_arch, parse_spec, resolve
 from sne_core.hparams import sample_network
 from sne_core.records import STATUS_DIVERGED, Checkpoint, NetworkResult
@@ -383,12 +385,17 @@ def test_refuses_truncated_file(zoo, tmp_path):
     assert os.path.basename(path) in str(e.value)
 
 
-def test_refuses_flipped_bytes(zoo, tmp_path):
-    store, _, _ = zoo
-    path = _layers_file(tmp_path / "store")
+def _flip_byte(path) -> None:
+    """Flip one bit a third of the way into the file (same size, new content)."""
     data = bytearray(open(path, "rb").read())
     data[len(data) // 3] ^= 0x40
     open(path, "wb").write(bytes(data))
+
+
+def test_refuses_flipped_bytes(zoo, tmp_path):
+    store, _, _ = zoo
+    path = _layers_file(tmp_path / "store")
+    _flip_byte(path)
     with pytest.raises(StoreError, match=os.path.basename(path)):
         store.read_weights("mnist", "arch1")
 
@@ -407,6 +414,35 @@ def test_refuses_wrong_checksum(zoo, tmp_path):
     _rewrite(path, nudge)
     with pytest.raises(StoreError, match="checksum mismatch"):
         store.read_weights("mnist", "arch1")
+
+
+def test_a_remembered_part_changed_behind_the_store_is_read_again(zoo, tmp_path):
+    store, _, _ = zoo
+    store.read_models("mnist", "arch1")                        # reads and remembers every models part
+    path = files(tmp_path / "store", "models/dataset=mnist/arch=arch1/*.parquet")[0]
+    time.sleep(0.05)              # past the filesystem's timestamp granularity: same size, new mtime
+    _flip_byte(path)
+    with pytest.raises(StoreError, match=os.path.basename(path)):
+        store.read_models("mnist", "arch1")
+
+
+def test_growing_a_zoo_reads_each_committed_part_once(tmp_path, monkeypatch):
+    """Every write checks the whole zoo; it must not re-read and re-hash every part each time
+    (that made building a 2,000-network zoo quadratic)."""
+    import sne_core.store as store_module
+    reads = []
+
+    def counting(fs, path, *args, **kw):
+        reads.append(path)
+        return read_parquet(fs, path, *args, **kw)
+    monkeypatch.setattr(store_module, "read_parquet", counting)
+    store = ZooStore(tmp_path / "store")
+    for i in range(6):
+        store.write_networks("mnist", ARCH1, [network(ARCH1, i, epochs=(0, 1))], zoo_seed=7,
+                             protocol={"epochs": 1})
+    models_reads = [p for p in reads if "/models/" in p]
+    assert len(models_reads) == len(set(models_reads)) == 5     # parts 0..4, each once, by the next writes
+    assert store.completed_ids("mnist", "arch1") == set(range(6))
 
 
 def test_refuses_missing_column(zoo, tmp_path):
