@@ -86,6 +86,7 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
     config = TrainConfig(method=method, epochs=profile.predictor_epochs, batch_size=profile.predictor_batch_size,
                          lr=profile.predictor_lr, patience=profile.predictor_patience, device=device,
                          train_checkpoints=profile.predictor_train_checkpoints,
+                         ema_epochs=None if profile.predictor_ema_epochs < 0 else profile.predictor_ema_epochs,
                          hyper=profile.hyper(method))
     fingerprints = {z: fingerprint(z) for z in targets}
     params = {**{f"profile.{k}": v for k, v in profile.fields().items()},

@@ -53,6 +53,10 @@ class RunProfile(ConfigurableResource):
     predictor_train_checkpoints: str = Field(default="final", pattern="^(final|all)$",
                                              description="train on each training network's final checkpoint "
                                                          "(SPEC's protocol) or on all its checkpoints")
+    predictor_ema_epochs: float = Field(default=-1.0, ge=-1.0,
+                                        description="validate and keep an average of the predictor's weights over "
+                                                    "~N epochs (TrainConfig.ema_epochs); 0 = the raw weights; "
+                                                    "-1 = each method's default (4 for SNE, 0 for the baselines)")
     predictor_hyper: str = Field(default="{}", description='JSON {method: {hyperparameter: value}} over the '
                                  'methods\' defaults, e.g. {"sne": {"hidden": 32}}')
     # asset-check thresholds for a usable zoo

@@ -114,9 +114,19 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
 def jobs_dir(out: Path, args, size: Size) -> Path:
     """Where finished (method, training zoo) jobs keep their rows: one folder per combination of the
     settings that decide those rows, so a rerun with other settings never reuses stale rows."""
-    key = json.dumps([asdict(size), args.seeds, args.zoo_seed, args.train_checkpoints, args.datasets, args.archs],
+    # the whole TrainConfig (not only the flags), so a changed library default gets new rows too
+    config = size.train_config("sne", **train_overrides(args)).as_dict()
+    key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs],
                      sort_keys=True, default=str)
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def train_overrides(args) -> dict:
+    """TrainConfig fields set from the command line (the size sets the rest)."""
+    out = {"train_checkpoints": args.train_checkpoints}
+    if args.ema_epochs is not None:
+        out["ema_epochs"] = args.ema_epochs
+    return out
 
 
 def job_path(folder: Path, method: str, train_zoo: str) -> Path:
@@ -129,11 +139,11 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, checkpoints, deadline, folder = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = size.train_config(method, device=device, train_checkpoints=checkpoints)
+    config = size.train_config(method, device=device, **overrides)
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
@@ -157,6 +167,9 @@ def main(argv=None) -> int:
                         "on a GPU several processes can share the card, each job being small)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="start no new zoo unit or predictor job after this many seconds; exit 3 if work is left")
+    p.add_argument("--ema-epochs", type=float, default=None,
+                   help="TrainConfig.ema_epochs for every predictor (average its weights over ~N epochs; 0 = raw "
+                        "weights; default: TrainConfig's)")
     p.add_argument("--train-checkpoints", choices=("final", "all"), default="final",
                    help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
     p.add_argument("--quiet", action="store_true")
@@ -181,7 +194,7 @@ def main(argv=None) -> int:
     folder = jobs_dir(out, args, size)
     folder.mkdir(parents=True, exist_ok=True)
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
-    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, args.train_checkpoints,
+    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, train_overrides(args),
              deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
     if complete:
         print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
@@ -203,7 +216,9 @@ def main(argv=None) -> int:
               "run the same command again to resume", flush=True)
         return INCOMPLETE
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
-    meta = {"size": args.size, **asdict(size), "train_checkpoints": args.train_checkpoints, "zoos": zoos,
+    trained = size.train_config("sne", **train_overrides(args))
+    meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
+            "ema_epochs": trained.ema_epochs, "zoos": zoos,
             "methods": args.methods.split(","), "seeds": args.seeds,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),

@@ -5,6 +5,7 @@ predictor's logits and the networks' test accuracies, plus SNE's logit-invarianc
 v * 1/2 (f(x) - f(g x))^2 with g a random function-preserving hidden-unit permutation
 (SPEC §4.6); after every epoch the validation set is scored and the state with the best
 validation Kendall tau is kept (early stopping on validation only: `fit` never sees test data).
+What is scored and kept is the raw weights, or with `ema_epochs` (SNE's default) their moving average.
 """
 from __future__ import annotations
 
@@ -48,8 +49,23 @@ class TrainConfig:
     # or "all" (every stored epoch: more examples from the same networks, so small zoos train
     # better; split by network, so nothing leaks). Validation and test are final checkpoints always.
     train_checkpoints: str = "final"
+    # Learning-rate schedule: "constant" (Adam at `lr` throughout) or "cosine" (annealed per step
+    # from `lr` to 0 over `epochs`; early stopping may end the run before the end of the anneal).
+    lr_schedule: str = "constant"
+    # > 0: validate, select and return an exponential moving average of the parameters over about
+    # this many epochs (decay per step 1 - 1 / (ema_epochs * steps per epoch)) instead of the raw
+    # weights; 0 = the raw weights; None = the method's default (4 for SNE, 0 for the baselines: see
+    # sne_core.methods.Method.ema_epochs for the measurements). In epochs rather than steps, so one
+    # value suits zoos of 80 and of 800 training networks. Why: validation tau jumps from epoch to
+    # epoch, and the average makes selecting on it less of a lottery.
+    ema_epochs: float | None = None
 
     def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"TrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.ema_epochs is not None and not (isinstance(self.ema_epochs, (int, float))
+                                                and math.isfinite(self.ema_epochs) and self.ema_epochs >= 0):
+            raise ValueError(f"TrainConfig.ema_epochs must be a finite number >= 0, got {self.ema_epochs!r}")
         if self.train_checkpoints not in ("final", "all"):
             raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
@@ -110,6 +126,29 @@ class FitResult:
     val: dict[str, float]           # validation metrics of the returned model
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class EMA:
+    """Exponential moving average of a model's parameters, avg <- d * avg + (1 - d) * w per step.
+    Buffers (BatchNorm statistics) are not averaged: `fit` recomputes them for whatever weights it
+    evaluates (`recalibrate_batchnorm`)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.avg = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, p in model.named_parameters():
+            self.avg[k].lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap_in(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Load the average into `model`; return the raw state to restore afterwards."""
+        live = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        for k, p in model.named_parameters():
+            p.copy_(self.avg[k])
+        return live
 
 
 def _use_bf16(device: torch.device, amp: str) -> bool:
@@ -177,6 +216,12 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     if hasattr(model, "prepare"):       # e.g. input standardisation fitted on training networks only
         model.prepare(train_dev.groups)
 
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch)
+             if config.lr_schedule == "cosine" else None)
+    ema_epochs = method.ema_epochs if config.ema_epochs is None else config.ema_epochs
+    ema = EMA(model, 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)) if ema_epochs > 0 else None
+
     history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
     for epoch in range(config.epochs):
         model.train()
@@ -191,10 +236,15 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
+            if ema is not None:
+                ema.update(model)
             sums += torch.stack([loss, bce, penalty]).detach() * len(y)   # no host sync per step
+        live = ema.swap_in(model) if ema is not None else None      # validate the average
         recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
-        train_m = dict(zip(("loss", "bce", "penalty"), (sums / len(train)).tolist()))
+        train_m = dict(zip(("loss", "bce", "penalty"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
         history.append({"epoch": epoch, **metrics})
         if log is not None:
@@ -207,8 +257,10 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        if live is not None:
+            model.load_state_dict(live)         # back to the raw weights to go on training
+        if stale >= config.patience:
+            break
     model.load_state_dict(best_state)
     return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
 

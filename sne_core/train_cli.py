@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 
 # Flags that map one-to-one onto TrainConfig fields (None = keep the --config / default value).
 _CONFIG_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "patience": int,
-                 "invariance_weight": float, "device": str, "amp": str}
+                 "invariance_weight": float, "ema_epochs": float, "lr_schedule": str, "device": str, "amp": str}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TrainConfig overrides as JSON, inline or a path to a .json file "
                         "(e.g. '{\"epochs\": 20, \"hyper\": {\"hidden\": 32}}'); flags below win over it")
     for name, typ in _CONFIG_FLAGS.items():
-        choices = ("none", "bf16", "auto") if name == "amp" else None
+        choices = {"amp": ("none", "bf16", "auto"), "lr_schedule": ("constant", "cosine")}.get(name)
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, choices=choices,
                        help=f"TrainConfig.{name}")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-epoch metrics to stderr")

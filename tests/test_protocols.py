@@ -135,7 +135,7 @@ def test_cross_architecture_table_both_directions_with_na(store):
 def test_cli_prints_table_and_tau_mean_last(store, capsys):
     rc = main(["train", "--method", "statnn", "--store", store.root, "--train-zoo", "mnist/arch1",
                "--test-zoos", "mnist/arch1,fashion_mnist/arch1,mnist/arch2", "--seeds", "2", "--epochs", "2",
-               "--device", "cpu", "--config", '{"batch_size": 8, "lr": 0.01, "amp": "none"}'])
+               "--ema-epochs", "0.5", "--lr-schedule", "cosine", "--device", "cpu", "--config", '{"batch_size": 8, "lr": 0.01, "amp": "none"}'])
     out = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
     assert out[0].startswith("| method | train zoo | test zoo | Kendall tau")

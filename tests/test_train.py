@@ -11,7 +11,7 @@ from sne_core.methods import METHODS, MethodError, check_method_arch, get_method
 from sne_core.metrics import kendall_tau
 from sne_core.protocols import load_zoo
 from sne_core.store import ZooStore
-from sne_core.train import TrainConfig, ZooData, fit, predict
+from sne_core.train import EMA, TrainConfig, ZooData, fit, predict
 from test_splits import write_synthetic_zoo
 
 
@@ -45,6 +45,7 @@ def test_config_and_registry_errors():
         get_method("nope")
     assert {"sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp"} <= set(METHODS)
     assert [m for m, spec in METHODS.items() if spec.invariance_weight > 0] == ["sne"]
+    assert [m for m, spec in METHODS.items() if spec.ema_epochs > 0] == ["sne"]     # averaging: SNE only
 
 
 def test_check_method_arch():
@@ -153,3 +154,41 @@ def test_batchnorm_statistics_are_those_of_the_training_networks(zoo):
     torch.testing.assert_close(bn.running_mean, z.mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, z.var(0, unbiased=True), rtol=1e-3, atol=1e-5)
     assert bn.momentum == SNEConfig().bn_momentum     # the training momentum is back
+
+
+def test_lr_schedule_constant_or_cosine_to_zero(zoo):
+    const = fit(cfg("statnn", epochs=4, lr=1e-2), *zoo)
+    assert [h["train_lr"] for h in const.history] == [1e-2] * 4
+    cos = fit(cfg("statnn", epochs=4, lr=1e-2, lr_schedule="cosine"), *zoo)
+    lrs = [h["train_lr"] for h in cos.history]               # lr after each epoch's last step
+    assert lrs == pytest.approx([1e-2 * (1 + math.cos(math.pi * (e + 1) / 4)) / 2 for e in range(4)], abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_ema_average_is_what_is_validated_and_returned(zoo):
+    train, val = zoo
+    model = torch.nn.Linear(3, 1)
+    ema = EMA(model, decay=0.75)
+    w0 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    ema.update(model)                                        # avg = 0.75 w0 + 0.25 (w0 + 4) = w0 + 1
+    live = ema.swap_in(model)
+    assert torch.allclose(model.weight, w0 + 1.0)
+    model.load_state_dict(live)
+    assert torch.equal(model.weight, w0 + 4.0)
+    # an average over ~forever keeps the initial weights: the raw weights trained, the returned ones did not move
+    raw = fit(cfg("mlp", epochs=2, lr=1e-2, ema_epochs=0), train, val)
+    frozen = fit(cfg("mlp", epochs=2, lr=1e-2, ema_epochs=1e12), train, val)
+    torch.manual_seed(0)
+    init = get_method("mlp").build([g.arch for g in train.groups], {})
+    init_w = dict(init.named_parameters())
+    assert all(torch.allclose(p, init_w[k]) for k, p in frozen.model.named_parameters())
+    assert not all(torch.allclose(p, init_w[k]) for k, p in raw.model.named_parameters())
+    assert kendall_tau(predict(frozen.model, val), val.y) == pytest.approx(frozen.val["tau"])
+    # None = the method's default, which for the MLP baseline is the raw weights
+    default = fit(cfg("mlp", epochs=2, lr=1e-2, ema_epochs=None), train, val)
+    assert np.array_equal(predict(default.model, val), predict(raw.model, val))
+    with pytest.raises(ValueError, match="ema_epochs"):
+        TrainConfig(ema_epochs=-1)
