@@ -111,11 +111,11 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
     return zoos, complete
 
 
-def jobs_dir(out: Path, args, size: Size) -> Path:
+def jobs_dir(out: Path, args, size: Size, overrides: dict) -> Path:
     """Where finished (method, training zoo) jobs keep their rows: one folder per combination of the
     settings that decide those rows, so a rerun with other settings never reuses stale rows."""
     # the whole TrainConfig (not only the flags), so a changed library default gets new rows too
-    config = size.train_config("sne", **train_overrides(args)).as_dict()
+    config = size.train_config("sne", **overrides).as_dict()
     key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs],
                      sort_keys=True, default=str)
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -191,10 +191,11 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     jobs = max(1, args.jobs if args.jobs is not None else (1 if cuda else (os.cpu_count() or 1)))
     threads = 1 if jobs > 1 else max(1, torch.get_num_threads())
-    folder = jobs_dir(out, args, size)
+    overrides = train_overrides(args)
+    folder = jobs_dir(out, args, size, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
-    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, train_overrides(args),
+    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
              deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
     if complete:
         print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
               "run the same command again to resume", flush=True)
         return INCOMPLETE
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
-    trained = size.train_config("sne", **train_overrides(args))
+    trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "zoos": zoos,
             "methods": args.methods.split(","), "seeds": args.seeds,
