@@ -4,7 +4,8 @@
 
 Both train the same networks (same hyperparameters, initial weights and training subsets, from
 sne_core.hparams / sne_core.zoo_network) and both evaluate at the same checkpoints (epoch 0 and
-the last: train subset and test set), so the work is the same; only the execution differs.
+the last, or with --checkpoints protocol every protocol epoch: train subset and test set), so the
+work is the same; only the execution differs.
 
   naive    one network at a time: build_model -> nn.Module, torch.optim, its training subset
            pre-shuffled into tensor batches per epoch, nn.Dropout, CE + L2 on kernels.
@@ -34,7 +35,7 @@ from sne_core.zoo_network import generators, init_state, kernel_names, make_opti
 IMAGES_PER_MODEL_EPOCH = 60_000
 
 
-def naive_train(arch, hp, data, epochs: int, batch_size: int, eval_train_images: int) -> float:
+def naive_train(arch, hp, data, epochs: int, batch_size: int, eval_train_images: int, checkpoints=(0,)) -> float:
     """The plain loop for one network; returns its final test accuracy (so the work is not dead code)."""
     device = data.train_x.device
     g_init, g_data, _ = generators(hp, device)
@@ -55,8 +56,9 @@ def naive_train(arch, hp, data, epochs: int, batch_size: int, eval_train_images:
         model.train()
         return correct / len(data.test_x)
 
-    evaluate()
-    for _ in range(epochs):
+    if 0 in checkpoints:
+        evaluate()
+    for epoch in range(1, epochs + 1):
         order = subset[torch.randperm(len(subset), generator=g_data)].to(device)
         batches = [(data.train_x[order[s:s + batch_size]], data.train_y[order[s:s + batch_size]])
                    for s in range(0, len(order), batch_size)]            # pre-shuffled tensor batches
@@ -67,6 +69,8 @@ def naive_train(arch, hp, data, epochs: int, batch_size: int, eval_train_images:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if epoch in checkpoints and epoch < epochs:
+            evaluate()
     return evaluate()
 
 
@@ -83,6 +87,10 @@ def main(argv=None) -> None:
     p.add_argument("--max-images", type=int, default=None, help="training images (default: all 60,000)")
     p.add_argument("--max-test-images", type=int, default=2000)
     p.add_argument("--eval-train-images", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=512, help="protocol: 512; the CPU zoos use 64")
+    p.add_argument("--checkpoints", default="ends", choices=("ends", "protocol"),
+                   help="'ends' (epoch 0 and the last) or 'protocol' (the zoo protocol's epochs up to --epochs, "
+                        "as the zoos are built: 0, 1, 2, 3 and the last for a 10-epoch zoo)")
     p.add_argument("--arch", default="arch1")
     p.add_argument("--device", default="auto")
     p.add_argument("--strategy", default="auto", choices=("auto", "loop", "vectorized"))
@@ -103,7 +111,7 @@ def main(argv=None) -> None:
     config = ZooConfig("mnist", a.arch, models, a.epochs, seed=a.seed, workers=a.workers, max_images=a.max_images,
                        max_test_images=a.max_test_images, eval_train_images=a.eval_train_images,
                        device=str(device), strategy=a.strategy, group_size=a.group_size, amp=a.amp,
-                       checkpoint_epochs=(0, a.epochs))
+                       batch_size=a.batch_size, checkpoint_epochs=(0, a.epochs) if a.checkpoints == "ends" else None)
     data = prepare_data(config, raw, device)          # the same tensors for both
     hps = [sample_network(a.seed, i, arch.spec.bias_init) for i in range(models)]
     n_train = len(data.train_x)
@@ -111,12 +119,12 @@ def main(argv=None) -> None:
     def model_epochs(hs) -> float:
         return sum(a.epochs * subset_size(h, n_train) for h in hs) / IMAGES_PER_MODEL_EPOCH
 
-    print(f"zoo_train: {models} x {a.arch} on {n_train} MNIST images, {a.epochs} epoch(s), device={device}, "
-          f"torch threads={torch.get_num_threads()}", flush=True)
+    print(f"zoo_train: {models} x {a.arch} on {n_train} MNIST images, {a.epochs} epoch(s), batch {a.batch_size}, "
+          f"checkpoints {list(config.checkpoints())}, device={device}, torch threads={torch.get_num_threads()}", flush=True)
     sync(device)
     t0 = time.perf_counter()
     for h in hps[:naive_models]:
-        naive_train(arch, h, data, a.epochs, config.batch_size, a.eval_train_images)
+        naive_train(arch, h, data, a.epochs, config.batch_size, a.eval_train_images, config.checkpoints())
     sync(device)
     naive_s = time.perf_counter() - t0
     naive_rate = model_epochs(hps[:naive_models]) / naive_s

@@ -63,7 +63,7 @@ class ZooConfig:
     strategy: str = "auto"
     group_size: int | None = None               # None = DEFAULT_GROUP_SIZE for the device
     amp: str = "none"                           # "bf16": autocast on CUDA (ignored on CPU)
-    workers: int | None = None                  # CPU worker processes (None = one per core); CUDA uses 1
+    workers: int | None = None                  # CPU worker processes (None = 1, in process); CUDA uses 1
 
     def __post_init__(self) -> None:
         zoo = f"zoo config {self.dataset}/{self.arch}"
@@ -216,6 +216,15 @@ def resolved_workers(config: ZooConfig, device: torch.device, n_units: int) -> i
     # Default 1 (in process): a pool interrupted mid-zoo hung in terminate() here (workers that ignore
     # SIGTERM); set `workers` to use one process per core, as bench/zoo_train.py does.
     return max(1, min(config.workers or 1, n_units))
+
+
+def default_workers(device: str) -> int:
+    """Worker processes for a command-line zoo build (`sne zoo`, scripts/paper_tables.py): one per
+    core on CPU, 1 on CUDA. Measured on the 2-core CPU, 32 Arch1 MNIST networks of 10 epochs over
+    4,000 images: 71 networks/min with 2 workers against 62 in process. The library's own default
+    stays in process (see `resolved_workers`): inside a long-lived host such as a Dagster run, a
+    pool costs a spawn per build, and one interrupted there once hung."""
+    return 1 if resolve_device(device).type == "cuda" else (os.cpu_count() or 1)
 
 
 def train_zoo(config: ZooConfig, data, skip_ids=frozenset(), on_result: Callable[[list[NetworkResult]], None] | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sne_core.zoo import STRATEGIES, ZooConfig, build_zoo
+from sne_core.zoo import STRATEGIES, ZooConfig, build_zoo, default_workers
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--strategy", default="auto", choices=STRATEGIES)
     p.add_argument("--group-size", type=int, default=None, help="networks per vectorised step (default per device)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU worker processes, one unit each (default: one per core on CPU; 1 = in process)")
     p.add_argument("--amp", default="none", choices=("none", "bf16"), help="bf16 autocast (CUDA only)")
     p.add_argument("--data-root", default="data/datasets")
     p.add_argument("--arch-spec", default=None, metavar="FILE", help="JSON spec of a user architecture (registered before use)")
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     config = ZooConfig(dataset=args.dataset, arch=args.arch, n_models=args.models, epochs=args.epochs, seed=args.seed,
                        batch_size=args.batch_size, eval_train_images=args.eval_train_images,
                        max_images=args.max_images, max_test_images=args.max_test_images, device=args.device,
-                       strategy=args.strategy, group_size=args.group_size, amp=args.amp)
+                       strategy=args.strategy, group_size=args.group_size, amp=args.amp,
+                       workers=args.workers or default_workers(args.device))
     data = load_dataset(args.dataset, args.data_root, max_train=args.max_images, max_test=args.max_test_images)
     summary = build_zoo(config, data, ZooStore(args.store), progress=not args.no_progress)
     print(summary.format())

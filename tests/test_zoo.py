@@ -99,6 +99,18 @@ def test_vectorized_step_matches_per_network_training(tdata, arch_name):
         assert_same_network(train_network(arch, h, tdata, run), g)
 
 
+def test_grouped_evaluation_matches_one_network_at_a_time(tdata, monkeypatch):
+    """CPU evaluates a group one network at a time (EVAL_GROUP); CUDA the whole group in one
+    grouped forward. Both give every network the same metrics, mixed activations included."""
+    import sne_core.zoo_vectorized as zv
+    arch, hps = mixed_hparams("arch1", n=3)           # relu and tanh in one group
+    run = RunSpec(epochs=1, checkpoint_epochs=(0, 1), batch_size=500, eval_train_images=300)
+    one_by_one = train_group(arch, hps, tdata, run)
+    monkeypatch.setattr(zv, "EVAL_GROUP", {})          # every device: the whole group at once
+    for a, b in zip(one_by_one, train_group(arch, hps, tdata, run)):
+        assert_same_network(a, b)
+
+
 def test_networks_with_different_train_fractions_share_a_group(tdata):
     arch, hps = mixed_hparams("arch1", n=3)
     hps = [replace(h, train_fraction=f) for h, f in zip(hps, (0.25, 1.0, 0.5))]   # 1, 4 and 2 steps per epoch
