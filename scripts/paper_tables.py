@@ -1,7 +1,7 @@
 """Build the zoos, train SNE and every baseline, and write the paper's three result tables.
 
     python scripts/paper_tables.py --size cpu  --out results/cpu     # 2-core CPU, ~1 hour
-    python scripts/paper_tables.py --size cpu-large --out results/cpu-large --budget-s 7200   # ~10 h in parts
+    python scripts/paper_tables.py --size cpu-large --out results/cpu-large --budget-s 7200   # ~6 h in parts
     python scripts/paper_tables.py --size full --out $OUT            # one GPU call (see docs/RESULTS.md)
 
 Library only (sne_core): it runs on the bare GPU image, which has torch but no Dagster, MLflow or
@@ -70,15 +70,20 @@ SIZES = {
     # Issue 3's bar (tau >= 0.8) on CPU-built zoos. Learning curves on 1,000-network 10-epoch zoos
     # gained ~0.04 tau per doubling of training networks and reached 0.77 at 400 (docs/RESULTS.md),
     # so this size gives each zoo 800 training networks: 2,000 networks, 10 epochs over the `cpu`
-    # size's 4,000 images. The build is ~70 min per 1,000 MNIST networks on 2 cores, ~10 h for the
-    # six zoos: run it with --budget-s in sessions; the store and the finished jobs resume.
+    # size's 4,000 images. Since session 7 (one network at a time in CPU evaluation, 2 zoo workers) the
+    # build is ~30 min per 2,000 MNIST Arch1 networks on 2 cores, ~3 h for the six zoos (estimate), and the
+    # predictors ~3 h more; --budget-s stops cleanly and a rerun resumes, but only while the store is kept.
     "cpu-large": Size(models=2000, epochs=10, max_images=4000, max_test_images=2000, zoo_batch=64,
                       eval_train_images=2000, train_batch=16, train_epochs=60, patience=15, lr=1e-3,
                       hyper={"nfn_np": {"hchannels": (8, 8), "head_hidden": 128},
                              "nfn_hnp": {"hchannels": (8, 8), "head_hidden": 128}}),
     # The GPU run: 2,000 networks a zoo, 20 epochs on the full training sets (protocol batch 512).
+    # SNE at h = 64 / 4 heads, not the CPU's 32 / 2: on a 1,000-network 20-epoch MNIST zoo (400 training
+    # networks) it gained +0.011, +0.009 and +0.010 test tau on seeds 0-2 (0.754 -> 0.764 mean) at 2-3x
+    # the CPU time per fit (docs/RESULTS.md, session 7); on a card that cost is small.
     "full": Size(models=2000, epochs=20, max_images=None, max_test_images=None, zoo_batch=512,
-                 eval_train_images=10_000, train_batch=64, train_epochs=100, patience=15, lr=1e-3),
+                 eval_train_images=10_000, train_batch=64, train_epochs=100, patience=15, lr=1e-3,
+                 hyper={"sne": {"hidden": 64, "heads": 4}}),
 }
 
 
@@ -89,7 +94,7 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
     """(zoo names, whether every zoo is complete). Builds nothing new after `deadline`."""
     from sne_core.data import load_dataset
     from sne_core.store import ZooStore
-    from sne_core.zoo import ZooConfig, build_zoo
+    from sne_core.zoo import ZooConfig, build_zoo, default_workers
     store, zoos, complete = ZooStore(args.store), [], True
     for arch in args.archs:
         for dataset in args.datasets:
@@ -103,7 +108,7 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
             config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.epochs, seed=args.zoo_seed,
                                batch_size=size.zoo_batch, max_images=size.max_images,
                                max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
-                               device=args.device)
+                               device=args.device, workers=args.zoo_workers or default_workers(args.device))
             data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
             summary = build_zoo(config, data, store, progress=not args.quiet, deadline=deadline)
             print(summary.format(), flush=True)
@@ -162,6 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--zoo-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--zoo-workers", type=int, default=None,
+                   help="zoo-building worker processes (default: one per core on CPU, 1 on CUDA)")
     p.add_argument("--jobs", type=int, default=None,
                    help="predictor trainings in parallel processes (default: one per core on CPU, 1 on CUDA; "
                         "on a GPU several processes can share the card, each job being small)")
