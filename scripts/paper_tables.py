@@ -79,7 +79,7 @@ SIZES = {
                              "nfn_hnp": {"hchannels": (8, 8), "head_hidden": 128}}),
     # The GPU run: 2,000 networks a zoo, 20 epochs on the full training sets (protocol batch 512).
     # SNE keeps h = 32 here too: h = 64 / 4 heads gained +0.010 tau on every seed with 400 training
-    # networks but lost 0.017 with 800 (seed 0, stopped early; docs/RESULTS.md, session 7), so the
+    # networks, but -0.017 and +0.006 on two seeds with 800 (docs/RESULTS.md, session 7), so the
     # wider encoder is not shown to help at this size. On a card it is cheap to try with
     # `learning_curve.py --size full --hyper '{"sne": {"hidden": 64, "heads": 4}}'`.
     "full": Size(models=2000, epochs=20, max_images=None, max_test_images=None, zoo_batch=512,
