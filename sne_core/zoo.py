@@ -220,8 +220,9 @@ def resolved_workers(config: ZooConfig, device: torch.device, n_units: int) -> i
 
 def default_workers(device: str) -> int:
     """Worker processes for a command-line zoo build (`sne zoo`, scripts/paper_tables.py): one per
-    core on CPU, 1 on CUDA. Measured on the 2-core CPU, 32 Arch1 MNIST networks of 10 epochs over
-    4,000 images: 71 networks/min with 2 workers against 62 in process. The library's own default
+    core on CPU, 1 on CUDA. Measured side by side on the 2-core CPU, 32 Arch1 MNIST networks of 10
+    epochs over 4,000 images: 58-60 networks/min with 2 workers against 45-50 in process
+    (docs/RESULTS.md, session 7). The library's own default
     stays in process (see `resolved_workers`): inside a long-lived host such as a Dagster run, a
     pool costs a spawn per build, and one interrupted there once hung."""
     return 1 if resolve_device(device).type == "cuda" else (os.cpu_count() or 1)
