@@ -57,6 +57,9 @@ class RunProfile(ConfigurableResource):
                                         description="validate and keep an average of the predictor's weights over "
                                                     "~N epochs (TrainConfig.ema_epochs); 0 = the raw weights; "
                                                     "-1 = each method's default (4 for SNE, 0 for the baselines)")
+    predictor_members: int = Field(default=1, ge=1,
+                                   description="deep ensemble per torch predictor and seed: N fits (seeds seed + "
+                                               "1000 i), mean logit (TrainConfig.members); GBM trains one model")
     predictor_hyper: str = Field(default="{}", description='JSON {method: {hyperparameter: value}} over the '
                                  'methods\' defaults, e.g. {"sne": {"hidden": 32}}')
     # asset-check thresholds for a usable zoo
@@ -98,8 +101,10 @@ class RunProfile(ConfigurableResource):
         return list(range(self.predictor_seeds))
 
     def hyper(self, method: str) -> dict[str, Any]:
+        """The method's predictor hyperparameters (a composite such as sne_statnn: its parts')."""
         import json
-        return dict(json.loads(self.predictor_hyper).get(method, {}))
+        from sne_core.methods import hyper_for
+        return hyper_for(method, json.loads(self.predictor_hyper))
 
     def fields(self) -> dict[str, Any]:
         """Every config field (what MLflow logs as params)."""

@@ -39,20 +39,26 @@ def subsample(data, n: int, seed: int):
 def _fit_one(job) -> dict:
     """One (method, size, seed): train on n networks, score on the zoo's test split. Runs in a worker."""
     import torch
+    from sne_core.methods import get_method
     from sne_core.metrics import summarize
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import fit, predict
-    method, n, seed, store_root, zoo, size_name, threads, hyper = job
+    method, n, seed, store_root, zoo, size_name, threads, hyper, members = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
     train = subsample(load_zoo(store, zoo, "train"), n, seed)
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
-    config = size.train_config(method, hyper.get(method), seed=seed)
+    config = size.train_config(method, hyper.get(method), seed=seed, members=members)
     result = fit(config, train, val)
     metrics = summarize(predict(result.model, test), test.y.numpy())
-    print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)", flush=True)
-    return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, **metrics,
+    # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
+    names = get_method(method).parts or [f"member{i}" for i in range(len(result.members))]
+    alone = {f"{name}_tau": summarize(predict(r.model, test), test.y.numpy())["tau"]
+             for name, r in zip(names, result.members)}
+    print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)"
+          + "".join(f" {k}={v:.3f}" for k, v in alone.items()), flush=True)
+    return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,
             "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
 
 
@@ -68,12 +74,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="folder for curve.csv")
     p.add_argument("--hyper", default="{}", type=json.loads,
                    help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"log_floor": 0}}\'')
+    p.add_argument("--members", type=int, default=1,
+                   help="TrainConfig.members for the torch methods: a deep ensemble of N fits, mean logit")
     args = p.parse_args(argv)
     import pandas as pd
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     # largest first: the long SNE fits start early and the small ones fill the gaps at the end
-    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper)
+    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members)
             for n in reversed(sizes) for m in args.methods.split(",") for s in range(args.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:

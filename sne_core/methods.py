@@ -36,6 +36,10 @@ class Method:
     ema_epochs: float = 0.0
     # How the class is constructed: "archs" -> Cls(train_archs, **hyper); "sne" -> Cls(SNEConfig(**hyper)).
     build_style: str = "archs"
+    # A composite method: these methods, each trained separately with its own defaults (`fit` passes
+    # part p the hyperparameters hyper[p]), predict the mean of their logits (sne_core.ensemble).
+    # `target` is then unused.
+    parts: tuple[str, ...] = ()
 
     def cls(self):
         module, attr = self.target.split(":")
@@ -45,6 +49,10 @@ class Method:
             raise MethodError(f"method {self.name!r}: cannot load {self.target} ({e})") from e
 
     def build(self, train_archs: list, hyper: dict | None = None):
+        """An untrained predictor (training: sne_core.train.fit)."""
+        if self.parts:
+            from sne_core.ensemble import Ensemble
+            return Ensemble([get_method(p).build(train_archs, (hyper or {}).get(p)) for p in self.parts])
         h = {**self.hyper, **(hyper or {})}
         cls = self.cls()
         if self.build_style == "sne":
@@ -76,6 +84,9 @@ for _m in (
     Method("gbm", "sne_core.baselines.gbm:GBMPredictor", is_torch=False),
     Method("nfn_np", "sne_core.baselines.nfn:NFNNPPredictor"),
     Method("nfn_hnp", "sne_core.baselines.nfn:NFNHNPPredictor"),
+    # SNE and StatNN, mean logit: the set encoder and the weight statistics make different mistakes
+    # (docs/RESULTS.md, session 8). Not SNE: its own row stays the paper's encoder alone.
+    Method("sne_statnn", "", parts=("sne", "statnn")),
 ):
     register_method(_m)
 
@@ -86,8 +97,22 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def hyper_for(method: str, by_method: dict) -> dict:
+    """What `method` takes from a {method: hyperparameters} map (a run profile's, a size's): its own
+    entry; a composite without one gets each part's entry, keyed by part, as `fit` expects."""
+    parts = get_method(method).parts
+    if parts and method not in by_method:
+        return {p: dict(by_method.get(p, {})) for p in parts}
+    return dict(by_method.get(method, {}))
+
+
 def check_method_arch(method: str, arch) -> None:
     """Raise the predictor's UnsupportedArchitecture (with its reason) if `method` cannot read `arch`."""
-    check: Callable | None = getattr(get_method(method).cls(), "check_arch", None)
+    spec = get_method(method)
+    if spec.parts:                    # a composite reads what all its parts read
+        for part in spec.parts:
+            check_method_arch(part, arch)
+        return
+    check: Callable | None = getattr(spec.cls(), "check_arch", None)
     if check is not None:
         check(arch)

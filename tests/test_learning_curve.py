@@ -52,3 +52,14 @@ def test_hyper_reaches_the_predictor(store_root):
     with pytest.raises(ValueError, match="log_floor must be >= 0"):
         learning_curve.main(["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8", "--methods", "sne",
                              "--seeds", "1", "--size", "smoke", "--jobs", "1", "--hyper", '{"sne": {"log_floor": -1}}'])
+
+
+def test_composite_rows_score_each_part_alone(store_root, tmp_path):
+    rc = learning_curve.main(["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "16",
+                              "--methods", "statnn,sne_statnn", "--seeds", "1", "--size", "smoke", "--jobs", "1",
+                              "--out", str(tmp_path), "--hyper", '{"sne_statnn": {"sne": {"hidden": 16, "heads": 2}}}'])
+    rows = pd.read_csv(tmp_path / "curve.csv").set_index("method")
+    assert rc == 0 and {"sne_tau", "statnn_tau"} <= set(rows.columns)
+    # the composite's StatNN part is the same fit as StatNN's own row: same seed, data and settings
+    assert rows.loc["sne_statnn", "statnn_tau"] == pytest.approx(rows.loc["statnn", "tau"])
+    assert np.isfinite(rows.loc["sne_statnn", ["tau", "sne_tau"]].astype(float)).all()

@@ -4,6 +4,7 @@ nothing, the zoo checks fail bad zoos, the schedule's run requests are valid, an
 configuration value is refused before any work starts."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import datetime, timezone
@@ -274,6 +275,14 @@ def test_schedule_and_its_run_requests_are_valid(tmp_path):
     # downstream follows the regenerated zoos through declarative automation
     for key in ("predictors", "in_distribution_table"):
         assert defs.resolve_assets_def(key).automation_conditions_by_key[AssetKey(key)] is not None
+
+
+def test_composite_method_gets_each_parts_hyperparameters():
+    smoke = load_profile("smoke")
+    hyper = json.loads(smoke.predictor_hyper)
+    assert smoke.hyper("sne_statnn") == {"sne": hyper["sne"], "statnn": hyper["statnn"]}
+    own = load_profile("smoke", predictor_hyper=json.dumps({"sne_statnn": {"sne": {"hidden": 8}}}))
+    assert own.hyper("sne_statnn") == {"sne": {"hidden": 8}}        # named itself: taken as given
 
 
 def test_bad_configuration_is_refused_naming_the_field(tmp_path):

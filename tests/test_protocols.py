@@ -45,6 +45,13 @@ def test_method_that_cannot_read_the_training_arch_gives_na_rows(store):
     assert len(raw) == 6 and raw.tau.isna().all() and raw.note.str.startswith("n/a: NFN").all()
 
 
+def test_composite_method_crosses_architectures_like_its_parts(store):
+    config = TrainConfig(**{**FAST.as_dict(), "epochs": 1, "hyper": {"sne": {"hidden": 16, "heads": 2}}})
+    raw = evaluate("sne_statnn", store, "mnist/arch1", ZOOS, seeds=[0], config=config)
+    assert list(raw.test_zoo) == ZOOS and (raw.note == "").all()     # SNE and StatNN both read arch2
+    assert raw[["tau", "r2", "l1"]].notna().all().all()
+
+
 def test_fit_never_sees_test_networks(store, monkeypatch):
     seen = []
     real_fit = protocols.fit

@@ -7,7 +7,7 @@ import torch
 
 from sne_core.archs import get_arch, parse_spec, register_arch
 from sne_core.encoders import UnsupportedArchitecture
-from sne_core.methods import METHODS, MethodError, check_method_arch, get_method
+from sne_core.methods import METHODS, Method, MethodError, check_method_arch, get_method, register_method
 from sne_core.metrics import kendall_tau
 from sne_core.protocols import load_zoo
 from sne_core.store import ZooStore
@@ -41,7 +41,7 @@ def test_config_and_registry_errors():
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
-    with pytest.raises(MethodError, match="unknown method 'nope'; known: deepsets, gbm, mlp, nfn_hnp, nfn_np, sne, statnn"):
+    with pytest.raises(MethodError, match="unknown method 'nope'; known: deepsets, gbm, mlp, nfn_hnp, nfn_np, sne, sne_statnn, statnn"):
         get_method("nope")
     assert {"sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp"} <= set(METHODS)
     assert [m for m, spec in METHODS.items() if spec.invariance_weight > 0] == ["sne"]
@@ -192,3 +192,63 @@ def test_ema_average_is_what_is_validated_and_returned(zoo):
     assert np.array_equal(predict(default.model, val), predict(raw.model, val))
     with pytest.raises(ValueError, match="ema_epochs"):
         TrainConfig(ema_epochs=-1)
+
+
+def test_ensemble_predicts_the_mean_logit_of_its_separately_trained_members(zoo):
+    train, val = zoo
+    logged = []
+    ens = fit(cfg("mlp", epochs=2, lr=1e-2, members=2, seed=3), train, val, log=lambda e, m: logged.append(m))
+    # member i is exactly the fit with seed + 1000 i: same init, batch order and selected epoch
+    alone = [fit(cfg("mlp", epochs=2, lr=1e-2, seed=s), train, val) for s in (3, 1003)]
+    with torch.no_grad():
+        logits = torch.stack([a.model.eval()(val.groups) for a in alone]).mean(0)
+    np.testing.assert_allclose(predict(ens.model, val), torch.sigmoid(logits).double().numpy(), rtol=1e-6)
+    assert [m.best_epoch for m in ens.members] == [a.best_epoch for a in alone]
+    assert ens.val["tau"] == pytest.approx(kendall_tau(predict(ens.model, val), val.y))
+    # every member's curve is kept under its own prefix, one history row per epoch
+    assert [h["epoch"] for h in ens.history] == list(range(ens.epochs_run))
+    assert {"member0_val_tau", "member1_val_tau"} <= set(ens.history[0])
+    assert {k.split("_")[0] for m in logged for k in m} == {"member0", "member1"}
+    # GBM does not depend on its seed: its "ensemble" is the one model, trained once
+    gbm = fit(cfg("gbm", members=3, hyper={"max_rounds": 10}), train, val)
+    assert gbm.members == [] and not isinstance(gbm.model, torch.nn.Module)
+    with pytest.raises(ValueError, match="members"):
+        TrainConfig(members=0)
+
+
+SMALL_SNE = {"hidden": 16, "heads": 2, "head_widths": [16]}
+
+
+def test_composite_method_is_the_mean_logit_of_its_parts_each_with_its_own_defaults(zoo):
+    train, val = zoo
+    both = fit(cfg("sne_statnn", epochs=2, hyper={"sne": SMALL_SNE}), train, val)
+    sne = fit(cfg("sne", epochs=2, hyper=SMALL_SNE), train, val)       # v = 1 and EMA: SNE's own defaults
+    statnn = fit(cfg("statnn", epochs=2), train, val)
+    with torch.no_grad():
+        logits = (sne.model.eval()(val.groups) + statnn.model.eval()(val.groups)) / 2
+    np.testing.assert_allclose(predict(both.model, val), torch.sigmoid(logits).double().numpy(), rtol=1e-6)
+    assert both.members[0].history[0]["train_penalty"] > 0 and both.members[1].history[0]["train_penalty"] == 0
+    assert {"sne_val_tau", "statnn_val_tau"} <= set(both.history[0])
+    with pytest.raises(ValueError, match="maps its parts"):
+        fit(cfg("sne_statnn", hyper=SMALL_SNE), train, val)          # not keyed by part: refused, not ignored
+
+
+def test_composite_reads_only_what_every_part_reads(zoo):
+    check_method_arch("sne_statnn", get_arch("arch2"))
+    register_method(Method("statnn_nfn_test", "", parts=("statnn", "nfn_np")))
+    register_method(Method("statnn_gbm_test", "", parts=("statnn", "gbm")))
+    try:
+        with pytest.raises(UnsupportedArchitecture, match="arch2"):
+            check_method_arch("statnn_nfn_test", get_arch("arch2"))
+        with pytest.raises(TypeError, match="GBM predicts accuracies"):
+            fit(cfg("statnn_gbm_test", epochs=1, hyper={"gbm": {"max_rounds": 5}}), *zoo)
+    finally:
+        METHODS.pop("statnn_nfn_test")
+        METHODS.pop("statnn_gbm_test")
+
+
+def test_sne_trains_when_the_last_batch_would_hold_one_network(zoo):
+    train, val = zoo
+    # 1 left over: BatchNorm cannot normalise one network, so it joins the previous batch
+    result = fit(cfg("sne", epochs=1, batch_size=len(train) - 1, hyper=SMALL_SNE), train, val)
+    assert math.isfinite(result.history[0]["train_loss"])
