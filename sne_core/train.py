@@ -64,10 +64,10 @@ class TrainConfig:
     ema_epochs: float | None = None
     # > 1: a deep ensemble. Train this many predictors, member i with seed `seed + MEMBER_SEED_STRIDE * i`
     # and every other setting the same (each selects its own epoch on validation), and predict their
-    # mean logit. 1 = one predictor. Why: SNE overfits its few hundred training networks (train tau
-    # ~0.87 against ~0.79 test with 800), and members that differ only in init and batch order
-    # overfit differently; costs `members` fits. GBM trains one model whatever this says: its fit does
-    # not depend on the seed, so its members would all be the same model.
+    # mean logit. 1 = one predictor (the default). Costs `members` fits. Measured on SNE, which
+    # overfits (train tau ~0.87 against ~0.78 test with 800 networks): 3 members gained only +0.006
+    # test tau, since seeds make nearly the same mistakes (docs/RESULTS.md, session 8). GBM trains one
+    # model whatever this says: its fit does not depend on the seed, so its members would all be the same.
     members: int = 1
 
     def __post_init__(self):
@@ -302,7 +302,7 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
         results.append(fit(c, train, val, member_log))
     model = Ensemble([r.model for r in results])
-    val_m = summarize(predict(model, val.to(next(model.parameters()).device), config.batch_size), val.y.numpy())
+    val_m = summarize(predict(model, val, config.batch_size), val.y.numpy())     # predict moves each batch
     epochs_run = max(r.epochs_run for r in results)
     history = [{"epoch": e} for e in range(epochs_run)]
     for name, r in zip(names, results):
