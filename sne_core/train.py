@@ -188,6 +188,15 @@ def predict(model, data: ZooData, batch_size: int = 256) -> np.ndarray:
     return torch.cat(out).double().numpy()
 
 
+def network_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """`order` cut into batches of `batch_size` networks. A last batch of one network joins the one
+    before it: BatchNorm (SNE's z) cannot normalise a single network in train mode."""
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model, data: ZooData, batch_size: int = 256) -> None:
     """Set every BatchNorm's running statistics to their average over the training networks.
@@ -204,8 +213,8 @@ def recalibrate_batchnorm(model, data: ZooData, batch_size: int = 256) -> None:
         m.reset_running_stats()
         m.momentum = None                      # cumulative average over this pass
     model.train()
-    for idx in torch.arange(len(data)).split(batch_size):
-        if len(idx) > 1:                       # batch statistics need two networks
+    for idx in network_batches(torch.arange(len(data)), batch_size):
+        if len(idx) > 1:                       # batch statistics need two networks (a zoo of one)
             model(data.batch(idx)[0])
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
@@ -250,10 +259,7 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     for epoch in range(config.epochs):
         model.train()
         sums = torch.zeros(3, device=device)          # loss, bce, penalty summed over networks
-        batches = list(torch.randperm(len(train), generator=gen).split(config.batch_size))
-        if len(batches) > 1 and len(batches[-1]) == 1:     # BatchNorm (SNE's z) needs two networks a batch
-            batches[-2:] = [torch.cat(batches[-2:])]
-        for idx in batches:
+        for idx in network_batches(torch.randperm(len(train), generator=gen), config.batch_size):
             groups, y = train_dev.batch(idx)               # y: [B]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(groups).float()             # [B]
