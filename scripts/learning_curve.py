@@ -39,7 +39,6 @@ def subsample(data, n: int, seed: int):
 def _fit_one(job) -> dict:
     """One (method, size, seed): train on n networks, score on the zoo's test split. Runs in a worker."""
     import torch
-    from sne_core.methods import get_method
     from sne_core.metrics import summarize
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
@@ -53,9 +52,8 @@ def _fit_one(job) -> dict:
     result = fit(config, train, val)
     metrics = summarize(predict(result.model, test), test.y.numpy())
     # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
-    names = get_method(method).parts or [f"member{i}" for i in range(len(result.members))]
     alone = {f"{name}_tau": summarize(predict(r.model, test), test.y.numpy())["tau"]
-             for name, r in zip(names, result.members)}
+             for name, r in zip(result.member_names, result.members)}
     print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)"
           + "".join(f" {k}={v:.3f}" for k, v in alone.items()), flush=True)
     return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,

@@ -137,6 +137,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     members: list["FitResult"] = field(default_factory=list)   # an ensemble's members, else empty
+    member_names: list[str] = field(default_factory=list)      # theirs: "member<i>", or a composite's part methods
 
 
 MEMBER_SEED_STRIDE = 1000    # member i of an ensemble trains with seed + 1000 i: apart from other seeds' members
@@ -315,7 +316,7 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
         for h in r.history:
             history[h["epoch"]].update({f"{name}_{k}": x for k, x in h.items() if k != "epoch"})
     return FitResult(model, config, max(r.best_epoch for r in results), epochs_run, val_m, history,
-                     time.perf_counter() - t0, members=results)
+                     time.perf_counter() - t0, members=results, member_names=names)
 
 
 def _fit_gbm(method, config, train: ZooData, val: ZooData, log, t0) -> FitResult:

@@ -207,6 +207,7 @@ def test_ensemble_predicts_the_mean_logit_of_its_separately_trained_members(zoo)
         logits = torch.stack([a.model.eval()(val.groups) for a in alone]).mean(0)
     np.testing.assert_allclose(predict(ens.model, val), torch.sigmoid(logits).double().numpy(), rtol=1e-6)
     assert [m.best_epoch for m in ens.members] == [a.best_epoch for a in alone]
+    assert ens.member_names == ["member0", "member1"]
     assert ens.val["tau"] == pytest.approx(kendall_tau(predict(ens.model, val), val.y))
     # every member's curve is kept under its own prefix, one history row per epoch
     assert [h["epoch"] for h in ens.history] == list(range(ens.epochs_run))
@@ -232,6 +233,7 @@ def test_composite_method_is_the_mean_logit_of_its_parts_each_with_its_own_defau
     np.testing.assert_allclose(predict(both.model, val), torch.sigmoid(logits).double().numpy(), rtol=1e-6)
     assert both.members[0].history[0]["train_penalty"] > 0 and both.members[1].history[0]["train_penalty"] == 0
     assert {"sne_val_tau", "statnn_val_tau"} <= set(both.history[0])
+    assert both.member_names == ["sne", "statnn"]
     with pytest.raises(ValueError, match="maps its parts"):
         fit(cfg("sne_statnn", hyper=SMALL_SNE), train, val)          # not keyed by part: refused, not ignored
 
