@@ -76,6 +76,8 @@ SIZES = {
     # size's 4,000 images. Since session 7 (one network at a time in CPU evaluation, 2 zoo workers) the
     # build is ~30 min per 2,000 MNIST Arch1 networks on 2 cores, ~3 h for the six zoos (estimate), and the
     # predictors ~3 h more; --budget-s stops cleanly and a rerun resumes, but only while the store is kept.
+    # Measured since: 800 training networks leave SNE alone at 0.76-0.79 on MNIST/Arch1; 1,600 (a 4,000-network zoo)
+    # gave 0.811 (docs/RESULTS.md, session 9). models=4000 here would double every build and SNE fit: ~12 h on 2 cores.
     "cpu-large": Size(models=2000, epochs=10, max_images=4000, max_test_images=2000, zoo_batch=64,
                       eval_train_images=2000, train_batch=16, train_epochs=60, patience=15, lr=1e-3,
                       hyper={"nfn_np": {"hchannels": (8, 8), "head_hidden": 128},
