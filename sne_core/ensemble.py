@@ -16,6 +16,10 @@ from torch import nn
 from sne_core.weights import WeightSet
 
 
+# Why a member must be a torch predictor: `fit` refuses such a composite before training any part.
+NOT_A_MEMBER = "GBM predicts accuracies, not logits, and cannot be a member"
+
+
 class Ensemble(nn.Module):
     """Mean logit of its members: list[WeightSet] -> logits [B], the predictor contract."""
 
@@ -24,7 +28,7 @@ class Ensemble(nn.Module):
         for m in members:
             if not isinstance(m, nn.Module):
                 raise TypeError(f"an ensemble averages torch predictors' logits; got a {type(m).__name__} "
-                                f"(GBM predicts accuracies, not logits, and cannot be a member)")
+                                f"({NOT_A_MEMBER})")
         self.members = nn.ModuleList(members)
 
     def forward(self, groups: list[WeightSet]) -> torch.Tensor:

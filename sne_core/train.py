@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sne_core.devices import resolve_device
-from sne_core.ensemble import Ensemble
+from sne_core.ensemble import NOT_A_MEMBER, Ensemble
 from sne_core.methods import get_method
 from sne_core.metrics import summarize
 from sne_core.symmetry import invariance_penalty
@@ -229,6 +229,10 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
         if set(config.hyper) - set(method.parts):
             raise ValueError(f"TrainConfig.hyper of composite method {config.method!r} maps its parts "
                              f"{list(method.parts)} to their hyperparameters; got keys {sorted(config.hyper)}")
+        not_torch = [p for p in method.parts if not get_method(p).is_torch]
+        if not_torch:                   # refused before any part trains, not after
+            raise TypeError(f"composite method {config.method!r}: part(s) {not_torch} are not torch predictors "
+                            f"({NOT_A_MEMBER})")
         parts = [replace(config, method=p, hyper=config.hyper.get(p, {})) for p in method.parts]
         return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0)
     if config.members > 1 and method.is_torch:
