@@ -124,10 +124,13 @@ def _zoo_metadata(zoo_store, ds: str, arch: str, summary) -> dict:
 
 @asset(partitions_def=zoo_partitions, group_name=GROUP, kinds={"parquet"}, deps=[zoo],
        description="Train/val/test split of the zoo's networks (by network, never by checkpoint; "
-                   "sne_core.splits), written once per split seed beside the zoo.")
+                   "sne_core.splits), written once per split seed beside the zoo; when the zoo grew, only "
+                   "the new networks are split and the others keep their part.")
 def splits(context: AssetExecutionContext, store: StoreResource, profile: RunProfile) -> MaterializeResult:
     from sne_core.splits import get_or_create_split, split_counts, split_path
     ds, arch = _zoo_of(context)
-    split = get_or_create_split(store.get(), ds, arch, profile.split_seed)
+    # grow: this asset runs right after `zoo`, so a zoo with more networks than its split has grown
+    # (a profile with a larger n_models); keeping the old parts keeps earlier results valid
+    split = get_or_create_split(store.get(), ds, arch, profile.split_seed, grow=True)
     return MaterializeResult(metadata={**split_counts(split), "split_seed": profile.split_seed,
                                        "path": split_path(ds, arch, profile.split_seed)})

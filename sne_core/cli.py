@@ -8,6 +8,7 @@ import sys
 
 SUBCOMMANDS = {
     "zoo": ("sne_core.zoo_cli", "train one zoo of networks into the weight store"),
+    "split": ("sne_core.split_cli", "create, check or grow the stored train/val/test split of one zoo"),
     "train": ("sne_core.train_cli", "train a predictor on one zoo and evaluate it on others"),
     # writes to MLflow, so it lives with the pipeline; named here only as a string, so sne_core
     # never imports it (and the GPU image, which has no MLflow, never needs it)

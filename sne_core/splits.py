@@ -12,6 +12,13 @@ would turn "predict accuracy" into "detect NaN weights".
 
 The split is written once per (zoo, seed) to `splits/dataset=<d>/arch=<a>/seed=<s>.parquet`
 in the zoo's store and read back by every method, so all rows of a table share test networks.
+
+A zoo that grew (the same ids plus new ones, e.g. `sne zoo --models` raised) keeps its split when
+it is grown (`grow_split`, `sne split --grow`, the Dagster `splits` asset): every stored network
+keeps its part and only the new networks are split, by the stored fractions and seed. So results
+computed before the growth stay valid on their networks, and no old test network ever becomes a
+training network. Evaluation itself never grows a split: a split that no longer matches its zoo
+is refused there, so a table is never scored on a split it did not ask for.
 """
 from __future__ import annotations
 
@@ -77,8 +84,9 @@ def split_counts(split_df) -> dict[str, int]:
     return {s: int(counts.get(s, 0)) for s in SPLITS}
 
 
-def validate_split(split_df, models_df, where: str) -> None:
-    """The stored split must cover exactly the zoo's networks and never use a diverged one."""
+def validate_split(split_df, models_df, where: str, grown: bool = False) -> None:
+    """The stored split must cover exactly the zoo's networks (grown=True: a subset of them, the
+    zoo having grown since) and never use a diverged one."""
     if not {"model_id", "split"} <= set(split_df.columns):
         raise SplitError(f"{where}: split table needs columns model_id and split, got {list(split_df.columns)}")
     bad = set(split_df["split"]) - set(SPLITS)
@@ -86,12 +94,17 @@ def validate_split(split_df, models_df, where: str) -> None:
         raise SplitError(f"{where}: field 'split' must be one of {SPLITS}, got {sorted(bad)}")
     zoo = final_rows(models_df)
     have, want = set(split_df["model_id"].tolist()), set(zoo["model_id"].tolist())
-    if have != want:
+    if have - want:
+        raise SplitError(
+            f"{where}: {len(have - want)} ids in the split are not in the zoo, e.g. {sorted(have - want)[:5]}; the "
+            "zoo was regenerated after the split was written. Delete this split file (and results computed on it) "
+            "to re-split.")
+    if want - have and not grown:
         raise SplitError(
             f"{where}: split does not match the zoo's model ids ({len(want - have)} networks of the zoo are not in "
-            f"the split, {len(have - want)} ids in the split are not in the zoo, e.g. "
-            f"{sorted(want ^ have)[:5]}); the zoo was regenerated or extended after the split was written. "
-            "Delete this split file (and results computed on it) to re-split.")
+            f"the split, e.g. {sorted(want - have)[:5]}); the zoo grew after the split was written. Run `sne split "
+            "--grow` to split only the new networks (the others keep their part), or delete this split file (and "
+            "results computed on it) to re-split.")
     used = split_df.loc[split_df["split"] != "excluded", "model_id"]
     unusable = zoo.loc[(zoo["status"] != "ok") | ~np.isfinite(zoo["test_acc"].astype(float)), "model_id"]
     clash = sorted(set(used) & set(unusable))
@@ -100,19 +113,49 @@ def validate_split(split_df, models_df, where: str) -> None:
                          "finite test_acc; delete the split file to re-split")
 
 
+def grow_split(split_df, models_df, seed: int, test_frac: float = DEFAULT_TEST_FRAC,
+               val_frac: float = DEFAULT_VAL_FRAC, where: str = "split"):
+    """The split of a zoo that grew: the networks of `split_df` keep their part (and note), the
+    networks added since are split among themselves by make_split(seed, test_frac, val_frac)."""
+    validate_split(split_df, models_df, where, grown=True)
+    models = final_rows(models_df)
+    new = models[~models["model_id"].isin(split_df["model_id"])]
+    if new.empty:
+        return split_df.sort_values("model_id").reset_index(drop=True)
+    try:
+        added = make_split(new, seed, test_frac, val_frac)
+    except SplitError as e:
+        raise SplitError(f"{where}: cannot split the {len(new)} networks added since the split was written: {e}") from e
+    import pandas as pd
+    grown = pd.concat([split_df[["model_id", "split", "note"]], added], ignore_index=True)
+    return grown.sort_values("model_id").reset_index(drop=True)
+
+
 def get_or_create_split(store, dataset: str, arch: str, seed: int = 0,
-                        test_frac: float = DEFAULT_TEST_FRAC, val_frac: float = DEFAULT_VAL_FRAC):
-    """The zoo's stored split for `seed`, created (and written atomically by the store) on first use."""
+                        test_frac: float = DEFAULT_TEST_FRAC, val_frac: float = DEFAULT_VAL_FRAC,
+                        grow: bool = False):
+    """The zoo's stored split for `seed`, created (and written atomically by the store) on first use.
+    grow=True: a zoo that grew since gets its stored split grown (`grow_split`, by the stored
+    fractions) and rewritten; otherwise such a split is refused."""
     path = split_path(dataset, arch, seed)
+    where = f"{store.root}/{path}" if hasattr(store, "root") else path
     models = store.read_models(dataset, arch)
     try:
         split = store.read_frame(path)
     except FileNotFoundError:
         split = None
-    if split is not None:
-        validate_split(split, models, f"{store.root}/{path}" if hasattr(store, "root") else path)
+    if split is None:
+        split = make_split(models, seed, test_frac, val_frac)
+    elif grow:
+        stored = split.attrs.get("metadata", {})
+        test_frac, val_frac = stored.get("test_frac", test_frac), stored.get("val_frac", val_frac)
+        grown = grow_split(split, models, seed, test_frac, val_frac, where)
+        if len(grown) == len(split):
+            return split
+        split = grown
+    else:
+        validate_split(split, models, where)
         return split
-    split = make_split(models, seed, test_frac, val_frac)
     counts = split_counts(split)
     store.write_frame(path, split, metadata={"seed": seed, "test_frac": test_frac, "val_frac": val_frac,
                                              **{f"n_{k}": v for k, v in counts.items()}})

@@ -199,8 +199,8 @@ def _check_zoo(tmp: Path, **zoo_kwargs):
     return _materialise_zoo(tmp)
 
 
-def _materialise_zoo(tmp: Path):
-    profile = load_profile("smoke", n_models=8, max_diverged_frac=0.5, min_acc_spread=0.05)
+def _materialise_zoo(tmp: Path, n_models: int = 8):
+    profile = load_profile("smoke", n_models=n_models, max_diverged_frac=0.5, min_acc_spread=0.05)
     defs = make_defs(tmp, profile=profile)
     job = defs.resolve_job_def("regenerate_zoos")
     with DagsterInstance.ephemeral() as instance:
@@ -227,6 +227,21 @@ def test_checks_fail_a_broken_zoo(tmp_path, broken, failing):
     assert checks[failing] is False, checks
     assert [n for n, ok in checks.items() if not ok] == [failing]
     assert not result.success and not split_done     # blocking: nothing downstream ran
+
+
+def test_a_grown_zoo_gets_its_split_grown_keeping_every_part(tmp_path):
+    from sne_core.splits import split_counts, split_path
+    store = ZooStore(tmp_path / "store")
+    write_synthetic_zoo(store, "digits", "arch1", 8)
+    assert _materialise_zoo(tmp_path)[0].success
+    before = store.read_frame(split_path("digits", "arch1", 0))
+    write_synthetic_zoo(store, "digits", "arch1", 12, acc=lambda i: 0.2 + 0.05 * i)   # the same 8 and 4 more
+    result, checks, split_done = _materialise_zoo(tmp_path, n_models=12)
+    assert result.success and split_done, checks
+    after = store.read_frame(split_path("digits", "arch1", 0))
+    assert list(after.model_id) == list(range(12))
+    assert list(after.split[:8]) == list(before.split)                     # the first 8 kept their parts
+    assert split_counts(after) == {"train": 4, "val": 2, "test": 6, "excluded": 0}   # 4 new: 2 | 1 | 1
 
 
 def test_the_zoo_asset_replaces_networks_of_another_training_protocol(tmp_path):

@@ -85,8 +85,42 @@ def test_regenerated_zoo_with_other_ids_is_refused(store):
     get_or_create_split(store, "mnist", "arch1", seed=0)
     store.delete_networks("mnist", "arch1", [0, 1])
     write_synthetic_zoo(store, "mnist", "arch1", 2, ids=[40, 41])
-    with pytest.raises(SplitError, match=r"split does not match the zoo's model ids.*Delete this split file"):
+    with pytest.raises(SplitError, match=r"ids in the split are not in the zoo.*regenerated.*Delete this split file"):
         get_or_create_split(store, "mnist", "arch1", seed=0)
+    with pytest.raises(SplitError, match=r"ids in the split are not in the zoo"):   # no growing a regenerated zoo
+        get_or_create_split(store, "mnist", "arch1", seed=0, grow=True)
+
+
+def test_grown_zoo_is_refused_unless_grown_and_grown_keeps_every_part(store, tmp_path):
+    first = get_or_create_split(store, "mnist", "arch1", seed=0)
+    write_synthetic_zoo(store, "mnist", "arch1", 0, ids=range(22, 44))       # 22 more networks, all ok
+    with pytest.raises(SplitError, match=r"22 networks of the zoo are not in the split.*sne split --grow"):
+        get_or_create_split(store, "mnist", "arch1", seed=0)
+    grown = get_or_create_split(store, "mnist", "arch1", seed=0, grow=True)
+    assert sorted(grown.model_id) == list(range(44))
+    old = grown[grown.model_id < 22].reset_index(drop=True)
+    assert old[["model_id", "split", "note"]].equals(first[["model_id", "split", "note"]])   # nobody moved
+    new = grown[grown.model_id >= 22]
+    assert split_counts(new) == {"train": 9, "val": 2, "test": 11, "excluded": 0}   # the stored 50% / 80-20
+    stored = store.read_frame(split_path("mnist", "arch1", 0))
+    assert list(stored.split) == list(grown.split) and stored.attrs["metadata"]["n_test"] == 21
+    assert list(get_or_create_split(store, "mnist", "arch1", seed=0).split) == list(grown.split)   # now it matches
+    path = tmp_path / "store" / split_path("mnist", "arch1", 0)
+    written = path.stat().st_mtime_ns
+    get_or_create_split(store, "mnist", "arch1", seed=0, grow=True)          # nothing new: not rewritten
+    assert path.stat().st_mtime_ns == written
+
+
+def test_sne_split_command_grows_and_prints_the_counts(store, tmp_path, capsys):
+    from sne_core.cli import main
+    root = str(tmp_path / "store")
+    assert main(["split", "--store", root, "--zoo", "mnist/arch1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("train=8 val=2 test=10 excluded=2")
+    write_synthetic_zoo(store, "mnist", "arch1", 0, ids=range(22, 26))
+    with pytest.raises(SystemExit, match=r"sne split: .*4 networks of the zoo are not in the split"):
+        main(["split", "--store", root, "--zoo", "mnist/arch1"])
+    assert main(["split", "--store", root, "--zoo", "mnist/arch1", "--grow"]) == 0
+    assert capsys.readouterr().out.strip().endswith("train=9 val=3 test=12 excluded=2")   # 4 new: 2 | 1 | 1
 
 
 def test_too_small_zoo_and_bad_fractions(tmp_path):
