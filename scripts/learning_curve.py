@@ -52,10 +52,12 @@ def _fit_one(job) -> dict:
     result = fit(config, train, val)
     metrics = summarize(predict(result.model, test), test.y.numpy())
     # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
-    alone = {f"{name}_tau": summarize(predict(r.model, test), test.y.numpy())["tau"]
-             for name, r in zip(result.member_names, result.members)}
+    alone = {}
+    for name, r in zip(result.member_names, result.members):
+        part = summarize(predict(r.model, test), test.y.numpy())
+        alone.update({f"{name}_tau": part["tau"], f"{name}_r2": part["r2"], f"{name}_val_tau": r.val.get("tau")})
     print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)"
-          + "".join(f" {k}={v:.3f}" for k, v in alone.items()), flush=True)
+          + "".join(f" {k}={v:.3f}" for k, v in alone.items() if k.endswith("_tau")), flush=True)
     return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,
             "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
 

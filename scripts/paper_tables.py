@@ -51,10 +51,10 @@ class Size:
 
     def train_config(self, method: str, hyper: dict | None = None, **kw):
         """The TrainConfig this size gives `method`; `hyper` goes over the size's own hyperparameters."""
-        from sne_core.methods import hyper_for
+        from sne_core.methods import hyper_for, merge_hyper
         from sne_core.train import TrainConfig
         return TrainConfig(method=method, epochs=self.train_epochs, batch_size=self.train_batch, lr=self.lr,
-                           patience=self.patience, hyper={**hyper_for(method, self.hyper), **(hyper or {})}, **kw)
+                           patience=self.patience, hyper=merge_hyper(method, hyper_for(method, self.hyper), hyper), **kw)
 
 
 SIZES = {

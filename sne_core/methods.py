@@ -106,6 +106,15 @@ def hyper_for(method: str, by_method: dict) -> dict:
     return dict(by_method.get(method, {}))
 
 
+def merge_hyper(method: str, base: dict, over: dict | None) -> dict:
+    """`over` on top of `base`, both hyperparameters of `method`. A composite's are keyed by part,
+    and merge part by part: {"sne": {"hidden": 64}} changes SNE's width and keeps its other settings."""
+    over = over or {}
+    if get_method(method).parts:
+        return {p: {**base.get(p, {}), **over.get(p, {})} for p in dict.fromkeys([*base, *over])}
+    return {**base, **over}
+
+
 def check_method_arch(method: str, arch) -> None:
     """Raise the predictor's UnsupportedArchitecture (with its reason) if `method` cannot read `arch`."""
     spec = get_method(method)

@@ -62,4 +62,15 @@ def test_composite_rows_score_each_part_alone(store_root, tmp_path):
     assert rc == 0 and {"sne_tau", "statnn_tau"} <= set(rows.columns)
     # the composite's StatNN part is the same fit as StatNN's own row: same seed, data and settings
     assert rows.loc["sne_statnn", "statnn_tau"] == pytest.approx(rows.loc["statnn", "tau"])
-    assert np.isfinite(rows.loc["sne_statnn", ["tau", "sne_tau"]].astype(float)).all()
+    assert rows.loc["sne_statnn", "statnn_r2"] == pytest.approx(rows.loc["statnn", "r2"])
+    assert rows.loc["sne_statnn", "statnn_val_tau"] == pytest.approx(rows.loc["statnn", "val_tau"])
+    assert np.isfinite(rows.loc["sne_statnn", ["tau", "sne_tau", "sne_r2", "sne_val_tau"]].astype(float)).all()
+
+
+def test_a_composite_override_merges_into_each_part():
+    from paper_tables import Size
+    size = Size(models=8, epochs=1, max_images=8, max_test_images=8, zoo_batch=8, eval_train_images=8, train_batch=4,
+                train_epochs=1, patience=1, lr=1e-3, hyper={"sne": {"hidden": 32, "heads": 2}, "statnn": {"width": 8}})
+    hyper = size.train_config("sne_statnn", {"sne": {"hidden": 64}}).hyper
+    assert hyper == {"sne": {"hidden": 64, "heads": 2}, "statnn": {"width": 8}}   # was: sne's heads dropped
+    assert size.train_config("sne", {"heads": 4}).hyper == {"hidden": 32, "heads": 4}
