@@ -36,3 +36,13 @@ def test_summarize_accepts_tensors_and_checks_lengths():
         summarize([0.1, 0.2], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="empty"):
         summarize([], [])
+
+
+def test_noise_ceiling_falls_with_fewer_test_images():
+    from sne_core.metrics import noise_ceiling_tau
+    acc = np.random.default_rng(0).uniform(0.1, 0.95, size=2000)
+    ceilings = [noise_ceiling_tau(acc, n) for n in (100_000, 2000, 360, 50)]
+    assert ceilings[0] > 0.99 and all(a > b for a, b in zip(ceilings, ceilings[1:]))
+    assert noise_ceiling_tau(acc, 360) == noise_ceiling_tau(acc, 360)          # seeded
+    with pytest.raises(ValueError, match="n_images"):
+        noise_ceiling_tau(acc, 0)
