@@ -86,7 +86,7 @@ SIZES = {
     # SNE keeps h = 32 here too: h = 64 / 4 heads gained +0.010 tau on every seed with 400 training
     # networks, but -0.017 and +0.006 on two seeds with 800 (docs/RESULTS.md, session 7), so the
     # wider encoder is not shown to help at this size. On a card it is cheap to try with
-    # `learning_curve.py --size full --hyper '{"sne": {"hidden": 64, "heads": 4}}'`.
+    # `--hyper '{"sne": {"hidden": 64, "heads": 4}}'` (here, learning_curve.py, device_run.sh's HYPER).
     "full": Size(models=2000, epochs=20, max_images=None, max_test_images=None, zoo_batch=512,
                  eval_train_images=10_000, train_batch=64, train_epochs=100, patience=15, lr=1e-3),
 }
@@ -126,7 +126,8 @@ def jobs_dir(out: Path, args, size: Size, overrides: dict) -> Path:
     settings that decide those rows, so a rerun with other settings never reuses stale rows."""
     # the whole TrainConfig (not only the flags), so a changed library default gets new rows too
     config = size.train_config("sne", **overrides).as_dict()
-    key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs],
+    key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs]
+                     + ([args.hyper] if args.hyper else []),        # absent when empty: older folders keep their name
                      sort_keys=True, default=str)
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
@@ -151,11 +152,11 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, deadline, folder = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = size.train_config(method, device=device, **overrides)
+    config = size.train_config(method, hyper.get(method), device=device, **overrides)
     t0 = time.time()
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
@@ -189,6 +190,8 @@ def main(argv=None) -> int:
                         "predicting their mean logit (GBM trains one: its seed changes nothing)")
     p.add_argument("--train-checkpoints", choices=("final", "all"), default="final",
                    help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
+    p.add_argument("--hyper", default="{}", type=json.loads,
+                   help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"hidden": 64, "heads": 4}}\'')
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
@@ -213,7 +216,7 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
     todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
-             deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
+             args.hyper, deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
     if complete:
         print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time", flush=True)
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "zoos": zoos,
-            "methods": args.methods.split(","), "seeds": args.seeds,
+            "methods": args.methods.split(","), "seeds": args.seeds, "hyper": args.hyper,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1), "calls": calls,

@@ -58,6 +58,13 @@ def test_an_interrupted_run_resumes_to_the_same_rows(results, tmp_path):
     assert len(meta["calls"]) == 3 and meta["wall_s_total"] == pytest.approx(sum(c["wall_s_total"] for c in meta["calls"]))
 
 
+def test_hyper_reaches_the_predictor(results, tmp_path):
+    # an invalid SNE setting must fail in SNE's own check, which proves --hyper got through to it
+    bad = _paper_tables(tmp_path / "bad", "--store", str(results / "store"), "--methods", "sne",
+                        "--hyper", '{"sne": {"log_floor": -1}}')
+    assert bad.returncode != 0 and "log_floor must be >= 0" in bad.stderr
+
+
 def _tracker(tmp_path, **kw) -> MLflowTracker:
     return MLflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"), **kw)
 
