@@ -56,3 +56,14 @@ def noise_ceiling_tau(acc, n_images: int, draws: int = 5, seed: int = 0) -> floa
         raise ValueError(f"need n_images >= 1 and at least 2 accuracies, got {n_images} and {t.size}")
     rng = np.random.default_rng(seed)
     return float(np.mean([kendall_tau(rng.binomial(n_images, t) / n_images, t) for _ in range(draws)]))
+
+
+def split_half_ceiling_tau(tau_half: float) -> float:
+    """The tau between networks' true accuracies and their accuracies on the whole test set, from
+    `tau_half`, the tau between their accuracies on its two halves. Assumes bivariate normal
+    scores: Greiner's relation r = sin(pi tau / 2) turns tau into a correlation, Spearman-Brown
+    (2r / (1 + r)) gives the reliability of a measurement on twice the images, and its square root
+    is the correlation of the true value with that measurement, turned back into a tau."""
+    r = np.sin(np.pi * float(tau_half) / 2)
+    reliability = max(2 * r / (1 + r), 0.0) if r > -1 else 0.0
+    return float(2 / np.pi * np.arcsin(np.sqrt(reliability)))

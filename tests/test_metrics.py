@@ -46,3 +46,14 @@ def test_noise_ceiling_falls_with_fewer_test_images():
     assert noise_ceiling_tau(acc, 360) == noise_ceiling_tau(acc, 360)          # seeded
     with pytest.raises(ValueError, match="n_images"):
         noise_ceiling_tau(acc, 0)
+
+
+def test_split_half_ceiling_by_hand():
+    from sne_core.metrics import split_half_ceiling_tau
+    assert split_half_ceiling_tau(1.0) == pytest.approx(1.0)
+    # tau 0.813 -> r = sin(0.813 pi / 2) = 0.9574 -> reliability 2r / (1 + r) = 0.9782 -> tau of sqrt(0.9782)
+    r = math.sin(math.pi * 0.813 / 2)
+    assert split_half_ceiling_tau(0.813) == pytest.approx(2 / math.pi * math.asin(math.sqrt(2 * r / (1 + r))))
+    taus = [split_half_ceiling_tau(t) for t in (0.2, 0.5, 0.8, 0.95)]
+    assert all(c > t for c, t in zip(taus, (0.2, 0.5, 0.8, 0.95))) and taus == sorted(taus)
+    assert split_half_ceiling_tau(-0.3) == 0.0            # no agreement between halves: no ceiling above 0

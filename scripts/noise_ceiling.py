@@ -1,0 +1,84 @@
+"""How much of a zoo's shortfall from tau = 1 is its test set? A split-half test of its test accuracies.
+
+    python scripts/noise_ceiling.py --store results/store --zoo digits/arch1 --max-test-images 2000
+
+A network's test accuracy is measured on a finite test set (digits: 359 images), so even its true
+accuracy would not rank the measured ones perfectly. This script re-evaluates the final weights of
+the zoo's test-split networks on two seeded halves of the zoo's test set, and reports
+- the measured split-half tau (accuracy on one half against the other),
+- the same under a binomial model of independent errors (`metrics.noise_ceiling_tau` drawing
+  halves), which says whether that model holds,
+- the ceiling: the tau a perfect predictor of the true accuracy could reach against accuracies on
+  the whole test set, estimated from the measured split-half tau (`metrics.split_half_ceiling_tau`)
+  and, for comparison, by the binomial model.
+Pass the zoo's own --max-test-images: the script checks that its full-test accuracies are the stored
+ones and stops if not. Library only; last line `noise_ceiling zoo=... ceiling_tau=...`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def split_accuracies(store, dataset: str, arch: str, x, y, halves, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(stored test accuracy, [N, 1 + len(halves)] recomputed accuracies on all of x and on each half)
+    of the final checkpoints of the zoo's test-split networks."""
+    import torch
+    from sne_core.archs import build_model
+    from sne_core.splits import get_or_create_split, ids_in
+    from sne_core.zoo_network import evaluate_model
+    ids = ids_in(get_or_create_split(store, dataset, arch, split_seed), "test")
+    ws, models = store.read_weights(dataset, arch, epoch="final", model_ids=ids)
+    accs = np.empty((len(ws), 1 + len(halves)))
+    with torch.no_grad():
+        for i in range(len(ws)):
+            model = build_model(ws.arch, models["activation"].iloc[i], float(models["dropout"].iloc[i]))
+            model.load_state_dict({p.name: t[i] for p, t in zip(ws.arch.layout, ws.params)})
+            accs[i] = [evaluate_model(model, x, y)[0]] + [evaluate_model(model, x[h], y[h])[0] for h in halves]
+    return models["test_acc"].to_numpy(dtype=np.float64), accs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", required=True, help="weight store root holding the zoo")
+    p.add_argument("--zoo", required=True, help="dataset/arch, e.g. digits/arch1")
+    p.add_argument("--max-test-images", type=int, default=None, help="the zoo's own cap on its test set (sne zoo's flag)")
+    p.add_argument("--data-root", default="data/datasets")
+    p.add_argument("--seed", type=int, default=0, help="seed of the halves and of the binomial draws")
+    args = p.parse_args(argv)
+    import torch
+    from sne_core.data import load_dataset
+    from sne_core.metrics import kendall_tau, noise_ceiling_tau, split_half_ceiling_tau
+    from sne_core.protocols import parse_zoo
+    from sne_core.store import ZooStore
+
+    torch.set_num_threads(1)            # thousands of tiny forward passes: threads only add overhead
+    dataset, arch = parse_zoo(args.zoo)
+    data = load_dataset(dataset, args.data_root, max_test=args.max_test_images)
+    n = len(data.y_test)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
+    stored, accs = split_accuracies(ZooStore(args.store), dataset, arch, data.x_test, data.y_test,
+                                   (perm[: n // 2], perm[n // 2:]))
+    worst = int(np.argmax(np.abs(accs[:, 0] - stored)))
+    if abs(accs[worst, 0] - stored[worst]) > 1e-6:
+        raise SystemExit(f"noise_ceiling: {args.zoo}: a recomputed test accuracy is {accs[worst, 0]:.4f}, the stored "
+                         f"one {stored[worst]:.4f}: not the zoo's test set; pass the zoo's --max-test-images "
+                         f"(got {args.max_test_images})")
+    half = kendall_tau(accs[:, 1], accs[:, 2])
+    rng = np.random.default_rng(args.seed)
+    h = n // 2
+    simulated = float(np.mean([kendall_tau(rng.binomial(h, stored) / h, rng.binomial(h, stored) / h)
+                               for _ in range(5)]))
+    ceiling = split_half_ceiling_tau(half)
+    print(f"zoo {args.zoo}: {len(stored)} test-split networks, {n} test images, halves of {h} and {n - h}")
+    print(f"split-half tau: measured {half:.3f}, binomial model {simulated:.3f}")
+    print(f"ceiling tau on all {n} images: from the measured halves {ceiling:.3f}, "
+          f"binomial model {noise_ceiling_tau(stored, n, seed=args.seed):.3f}")
+    print(f"noise_ceiling zoo={args.zoo} split_half_tau={half:.4f} ceiling_tau={ceiling:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
