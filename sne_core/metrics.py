@@ -50,7 +50,7 @@ def noise_ceiling_tau(acc, n_images: int, draws: int = 5, seed: int = 0) -> floa
     images. A network's measured accuracy is a binomial draw around its true one, so even the true
     accuracy ranks the measured ones imperfectly. Taking the measured `acc` as the true values, this
     is the mean tau between them and `draws` binomial re-measurements (seeded). It says how much of a
-    zoo's shortfall from tau = 1 is the test set's size (e.g. digits' 360 images), not the predictor."""
+    zoo's shortfall from tau = 1 is the test set's size (e.g. digits' 359 images), not the predictor."""
     t = np.clip(np.asarray(acc, dtype=np.float64).reshape(-1), 0.0, 1.0)
     if n_images < 1 or t.size < 2:
         raise ValueError(f"need n_images >= 1 and at least 2 accuracies, got {n_images} and {t.size}")
