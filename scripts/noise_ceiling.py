@@ -1,6 +1,6 @@
 """How much of a zoo's shortfall from tau = 1 is its test set? A split-half test of its test accuracies.
 
-    python scripts/noise_ceiling.py --store results/store --zoo digits/arch1 --max-test-images 2000
+    python scripts/noise_ceiling.py --store results/store --zoo digits/arch1
 
 A network's test accuracy is measured on a finite test set (digits: 359 images), so even its true
 accuracy would not rank the measured ones perfectly. This script re-evaluates the final weights of
@@ -11,8 +11,9 @@ the zoo's test-split networks on two seeded halves of the zoo's test set, and re
 - the ceiling: the tau a perfect predictor of the true accuracy could reach against accuracies on
   the whole test set, estimated from the measured split-half tau (`metrics.split_half_ceiling_tau`)
   and, for comparison, by the binomial model.
-Pass the zoo's own --max-test-images: the script checks that its full-test accuracies are the stored
-ones and stops if not. Library only; last line `noise_ceiling zoo=... ceiling_tau=...`.
+The test set is the one the zoo's recorded training protocol names (its max_test_images; the flag
+overrides it), and the script checks that its full-test accuracies are the stored ones and stops if
+not. Library only; last line `noise_ceiling zoo=... ceiling_tau=...`.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", required=True, help="weight store root holding the zoo")
     p.add_argument("--zoo", required=True, help="dataset/arch, e.g. digits/arch1")
-    p.add_argument("--max-test-images", type=int, default=None, help="the zoo's own cap on its test set (sne zoo's flag)")
+    p.add_argument("--max-test-images", type=int, default=None,
+                   help="the zoo's cap on its test set (sne zoo's flag; default: the zoo's recorded protocol)")
     p.add_argument("--data-root", default="data/datasets")
     p.add_argument("--seed", type=int, default=0, help="seed of the halves and of the binomial draws")
     args = p.parse_args(argv)
@@ -56,16 +58,24 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)            # thousands of tiny forward passes: threads only add overhead
     dataset, arch = parse_zoo(args.zoo)
-    data = load_dataset(dataset, args.data_root, max_test=args.max_test_images)
+    store = ZooStore(args.store)
+    max_test = args.max_test_images
+    if max_test is None:
+        recorded = store.recorded_protocols(dataset, arch)
+        if len(recorded) != 1:
+            raise SystemExit(f"noise_ceiling: {args.zoo} records {len(recorded)} training protocols, so its test set "
+                             "is not known: pass --max-test-images")
+        max_test = recorded[0].get("max_test_images")
+    data = load_dataset(dataset, args.data_root, max_test=max_test)
     n = len(data.y_test)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))
-    stored, accs = split_accuracies(ZooStore(args.store), dataset, arch, data.x_test, data.y_test,
+    stored, accs = split_accuracies(store, dataset, arch, data.x_test, data.y_test,
                                    (perm[: n // 2], perm[n // 2:]))
     worst = int(np.argmax(np.abs(accs[:, 0] - stored)))
     if abs(accs[worst, 0] - stored[worst]) > 1e-6:
         raise SystemExit(f"noise_ceiling: {args.zoo}: a recomputed test accuracy is {accs[worst, 0]:.4f}, the stored "
                          f"one {stored[worst]:.4f}: not the zoo's test set; pass the zoo's --max-test-images "
-                         f"(got {args.max_test_images})")
+                         f"(used {max_test})")
     half = kendall_tau(accs[:, 1], accs[:, 2])
     rng = np.random.default_rng(args.seed)
     h = n // 2

@@ -252,18 +252,31 @@ class ZooStore:
         out = []
         for p in self._parts(dataset, arch):
             path = join(self._zoo_dir("models", dataset, arch), p)
-            meta = self._footer(path)
-            if "protocol" not in meta:
-                continue
-            try:
-                have = json.loads(meta["protocol"])
-            except json.JSONDecodeError as e:
-                raise StoreError(f"{path}: metadata sne.protocol is not JSON ({e}); expected the zoo's "
-                                 "training protocol as written by ZooConfig.protocol()") from e
-            if have != want:
+            have = self._part_protocol(path)
+            if have is not None and have != want:
                 ids = sorted(set(self._read_models_part(dataset, arch, p).column("model_id").to_pylist()))
                 out.append((path, have, ids))
         return out
+
+    def recorded_protocols(self, dataset: str, arch: str) -> list[dict]:
+        """The distinct training protocols the zoo's parts record (one for a zoo built by one
+        ZooConfig; empty for a zoo written without one)."""
+        out: list[dict] = []
+        for p in self._parts(dataset, arch):
+            have = self._part_protocol(join(self._zoo_dir("models", dataset, arch), p))
+            if have is not None and have not in out:
+                out.append(have)
+        return out
+
+    def _part_protocol(self, path: str) -> dict | None:
+        meta = self._footer(path)
+        if "protocol" not in meta:
+            return None
+        try:
+            return json.loads(meta["protocol"])
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{path}: metadata sne.protocol is not JSON ({e}); expected the zoo's "
+                             "training protocol as written by ZooConfig.protocol()") from e
 
     def check_protocol(self, dataset: str, arch: str, protocol: dict) -> None:
         """Refuse to add networks trained under `protocol` to a zoo recorded under another one."""

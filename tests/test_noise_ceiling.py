@@ -1,5 +1,6 @@
 """scripts/noise_ceiling.py on a real digits zoo (12 networks, one epoch): it re-evaluates the
-stored final weights, finds the stored test accuracies again, and refuses another test set."""
+stored final weights on the test set its recorded protocol names, finds the stored test accuracies
+again, and refuses another test set."""
 import re
 import sys
 from pathlib import Path
@@ -31,5 +32,12 @@ def test_split_half_of_the_zoos_own_test_set(store_root, capsys):
 
 
 def test_another_test_set_is_refused(store_root):
-    with pytest.raises(SystemExit, match=r"not the zoo's test set; pass the zoo's --max-test-images \(got 100\)"):
+    with pytest.raises(SystemExit, match=r"not the zoo's test set; pass the zoo's --max-test-images \(used 100\)"):
         noise_ceiling.main(["--store", str(store_root), "--zoo", "digits/arch1", "--max-test-images", "100"])
+
+
+def test_a_zoo_without_a_recorded_protocol_needs_the_flag(tmp_path):
+    from test_splits import write_synthetic_zoo
+    write_synthetic_zoo(ZooStore(tmp_path / "s"), "digits", "arch1", 6)      # written without a protocol
+    with pytest.raises(SystemExit, match="records 0 training protocols.*pass --max-test-images"):
+        noise_ceiling.main(["--store", str(tmp_path / "s"), "--zoo", "digits/arch1"])
