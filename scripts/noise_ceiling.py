@@ -6,8 +6,8 @@ A network's test accuracy is measured on a finite test set (digits: 359 images),
 accuracy would not rank the measured ones perfectly. This script re-evaluates the final weights of
 the zoo's test-split networks on two seeded halves of the zoo's test set, and reports
 - the measured split-half tau (accuracy on one half against the other),
-- the same under a binomial model of independent errors (`metrics.noise_ceiling_tau` drawing
-  halves), which says whether that model holds,
+- the same under a binomial model of independent errors (`metrics.binomial_split_half_tau`),
+  which says whether that model holds,
 - the ceiling: the tau a perfect predictor of the true accuracy could reach against accuracies on
   the whole test set, estimated from the measured split-half tau (`metrics.split_half_ceiling_tau`)
   and, for comparison, by the binomial model.
@@ -25,7 +25,8 @@ import numpy as np
 
 def split_accuracies(store, dataset: str, arch: str, x, y, halves, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(stored test accuracy, [N, 1 + len(halves)] recomputed accuracies on all of x and on each half)
-    of the final checkpoints of the zoo's test-split networks."""
+    of the final checkpoints of the zoo's test-split networks. The halves partition x, so the whole
+    set's accuracy is their size-weighted mean: one forward pass over x, not two."""
     import torch
     from sne_core.archs import build_model
     from sne_core.splits import get_or_create_split, ids_in
@@ -33,11 +34,13 @@ def split_accuracies(store, dataset: str, arch: str, x, y, halves, split_seed: i
     ids = ids_in(get_or_create_split(store, dataset, arch, split_seed), "test")
     ws, models = store.read_weights(dataset, arch, epoch="final", model_ids=ids)
     accs = np.empty((len(ws), 1 + len(halves)))
+    sizes = np.array([len(h) for h in halves], dtype=np.float64)
     with torch.no_grad():
         for i in range(len(ws)):
             model = build_model(ws.arch, models["activation"].iloc[i], float(models["dropout"].iloc[i]))
-            model.load_state_dict({p.name: t[i] for p, t in zip(ws.arch.layout, ws.params)})
-            accs[i] = [evaluate_model(model, x, y)[0]] + [evaluate_model(model, x[h], y[h])[0] for h in halves]
+            model.load_state_dict(ws.state_dict(i))
+            accs[i, 1:] = [evaluate_model(model, x[h], y[h])[0] for h in halves]
+    accs[:, 0] = accs[:, 1:] @ sizes / sizes.sum()
     return models["test_acc"].to_numpy(dtype=np.float64), accs
 
 
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
     from sne_core.data import load_dataset
-    from sne_core.metrics import kendall_tau, noise_ceiling_tau, split_half_ceiling_tau
+    from sne_core.metrics import binomial_split_half_tau, kendall_tau, noise_ceiling_tau, split_half_ceiling_tau
     from sne_core.protocols import parse_zoo
     from sne_core.store import ZooStore
 
@@ -77,10 +80,8 @@ def main(argv=None) -> int:
                          f"one {stored[worst]:.4f}: not the zoo's test set; pass the zoo's --max-test-images "
                          f"(used {max_test})")
     half = kendall_tau(accs[:, 1], accs[:, 2])
-    rng = np.random.default_rng(args.seed)
     h = n // 2
-    simulated = float(np.mean([kendall_tau(rng.binomial(h, stored) / h, rng.binomial(h, stored) / h)
-                               for _ in range(5)]))
+    simulated = binomial_split_half_tau(stored, h, seed=args.seed)
     ceiling = split_half_ceiling_tau(half)
     print(f"zoo {args.zoo}: {len(stored)} test-split networks, {n} test images, halves of {h} and {n - h}")
     print(f"split-half tau: measured {half:.3f}, binomial model {simulated:.3f}")

@@ -51,11 +51,24 @@ def noise_ceiling_tau(acc, n_images: int, draws: int = 5, seed: int = 0) -> floa
     accuracy ranks the measured ones imperfectly. Taking the measured `acc` as the true values, this
     is the mean tau between them and `draws` binomial re-measurements (seeded). It says how much of a
     zoo's shortfall from tau = 1 is the test set's size (e.g. digits' 359 images), not the predictor."""
+    t, remeasure = _binomial_remeasure(acc, n_images, seed)
+    return float(np.mean([kendall_tau(remeasure(), t) for _ in range(draws)]))
+
+
+def binomial_split_half_tau(acc, n_images: int, draws: int = 5, seed: int = 0) -> float:
+    """The tau between two independent binomial measurements of `acc` on `n_images` images each:
+    what a split-half test would give if every network's errors were independent draws."""
+    _, remeasure = _binomial_remeasure(acc, n_images, seed)
+    return float(np.mean([kendall_tau(remeasure(), remeasure()) for _ in range(draws)]))
+
+
+def _binomial_remeasure(acc, n_images: int, seed: int):
+    """(accuracies clipped to [0, 1], a seeded function drawing their measurement on n_images images)."""
     t = np.clip(np.asarray(acc, dtype=np.float64).reshape(-1), 0.0, 1.0)
     if n_images < 1 or t.size < 2:
         raise ValueError(f"need n_images >= 1 and at least 2 accuracies, got {n_images} and {t.size}")
     rng = np.random.default_rng(seed)
-    return float(np.mean([kendall_tau(rng.binomial(n_images, t) / n_images, t) for _ in range(draws)]))
+    return t, lambda: rng.binomial(n_images, t) / n_images
 
 
 def split_half_ceiling_tau(tau_half: float) -> float:
