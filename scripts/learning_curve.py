@@ -11,7 +11,9 @@ of `paper_tables.py --size` (default: cpu). Library only, like paper_tables.py.
 Why it exists: every method's in-distribution tau on the 200-network CPU zoos is far below the
 published numbers, and this is the measurement that says whether zoo size is what holds them back
 (docs/RESULTS.md, "What moves tau"). Prints one row per (method, size) and writes curve.csv
-(one row per method, size and seed) to --out when given.
+(one row per method, size and seed) to --out when given. Each row also splits the test tau into
+its parts within the collapsed networks (test accuracy < 0.2), within the learned ones and across
+the two (`tau_below`, `tau_above`, `tau_across`: `sne_core.metrics.tau_by_region`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from paper_tables import SIZES   # scripts/ is on sys.path when this file runs as a script
+
+REGIONS = ("below", "above", "across")   # the parts of tau kept per fit, see _fit_one
 
 
 def subsample(data, n: int, seed: int):
@@ -39,7 +43,7 @@ def subsample(data, n: int, seed: int):
 def _fit_one(job) -> dict:
     """One (method, size, seed): train on n networks, score on the zoo's test split. Runs in a worker."""
     import torch
-    from sne_core.metrics import summarize
+    from sne_core.metrics import summarize, tau_by_region
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import fit, predict
@@ -50,14 +54,21 @@ def _fit_one(job) -> dict:
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
     config = size.train_config(method, hyper.get(method), seed=seed, members=members)
     result = fit(config, train, val)
-    metrics = summarize(predict(result.model, test), test.y.numpy())
+    def scores(model, prefix: str = "") -> dict:
+        # tau-a within the collapsed and the learned test networks and across them (metrics.tau_by_region)
+        pred = predict(model, test)
+        regions = {f"{prefix}tau_{k}": v for k, v in tau_by_region(pred, test.y.numpy()).items() if k in REGIONS}
+        return {f"{prefix}{k}": v for k, v in summarize(pred, test.y.numpy()).items()} | regions
+
+    metrics = scores(result.model)
     # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
     alone = {}
     for name, r in zip(result.member_names, result.members):
-        part = summarize(predict(r.model, test), test.y.numpy())
-        alone.update({f"{name}_tau": part["tau"], f"{name}_r2": part["r2"], f"{name}_val_tau": r.val.get("tau")})
+        part = scores(r.model, f"{name}_")
+        alone.update({k: part[k] for k in (f"{name}_tau", f"{name}_r2", f"{name}_tau_above")})
+        alone[f"{name}_val_tau"] = r.val.get("tau")
     print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)"
-          + "".join(f" {k}={v:.3f}" for k, v in alone.items() if k.endswith("_tau")), flush=True)
+          + "".join(f" {k}={v:.3f}" for k, v in alone.items() if k.endswith(("_tau", "_above"))), flush=True)
     return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,
             "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
 
@@ -90,7 +101,8 @@ def main(argv=None) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         rows.to_csv(Path(args.out) / "curve.csv", index=False)
     table = rows.groupby(["method", "n_train"]).agg(tau_mean=("tau", "mean"), tau_std=("tau", "std"),
-                                                    r2_mean=("r2", "mean"), seeds=("seed", "count"))
+                                                    r2_mean=("r2", "mean"), above_mean=("tau_above", "mean"),
+                                                    seeds=("seed", "count"))
     print(f"zoo {args.zoo}: validation {rows.n_val.iloc[0]} networks, test {rows.n_test.iloc[0]} networks")
     print(table.round(3).to_string())
     print(f"wall time {time.time() - t0:.0f} s")

@@ -80,3 +80,35 @@ def split_half_ceiling_tau(tau_half: float) -> float:
     r = np.sin(np.pi * float(tau_half) / 2)
     reliability = max(2 * r / (1 + r), 0.0) if r > -1 else 0.0
     return float(2 / np.pi * np.arcsin(np.sqrt(reliability)))
+
+
+def tau_by_region(pred, true, floor: float = 0.2) -> dict[str, float]:
+    """Where a ranking's Kendall tau comes from, split at the accuracy `floor` (default 0.2, twice
+    chance on 10 classes): networks that collapsed (true < floor) and networks that learned.
+
+    Returns tau-a (mean of sign(dp) * sign(dt) over pairs) on each of three disjoint sets of pairs,
+    "below" (both collapsed), "above" (both learned) and "across" (one of each), with each set's
+    share of all pairs (`share_*`) and "all", the tau-a over every pair. The shares weight the parts
+    back into the whole exactly: all = sum of share * part. Why: a zoo's collapsed networks are a
+    third of it, near-perfectly told apart from the learned ones by every method, while the methods
+    differ in how they rank the learned ones (docs/RESULTS.md, session 11). A region with no pairs
+    gives NaN."""
+    p, t = _as_arrays(pred, true)
+    low = t < floor
+    sums = dict.fromkeys(("below", "above", "across"), 0.0)
+    counts = dict.fromkeys(sums, 0)
+    block = 1024                                   # rows per block: memory O(block * n), not O(n^2)
+    for i0 in range(0, p.size, block):
+        i = np.arange(i0, min(i0 + block, p.size))
+        upper = np.arange(p.size)[None, :] > i[:, None]                # each pair once
+        s = np.sign(p[i, None] - p[None]) * np.sign(t[i, None] - t[None])
+        both_low, both_high = low[i, None] & low[None], ~low[i, None] & ~low[None]
+        for name, where in (("below", both_low), ("above", both_high), ("across", ~both_low & ~both_high)):
+            m = upper & where
+            sums[name] += float(s[m].sum())
+            counts[name] += int(m.sum())
+    n_pairs = p.size * (p.size - 1) // 2
+    out = {name: sums[name] / counts[name] if counts[name] else float("nan") for name in sums}
+    out |= {f"share_{name}": counts[name] / n_pairs if n_pairs else float("nan") for name in sums}
+    out["all"] = sum(sums.values()) / n_pairs if n_pairs else float("nan")
+    return out

@@ -44,6 +44,9 @@ def test_curve_rows_share_validation_and_test(store_root, tmp_path, capsys):
     assert sorted(rows.n_train.unique()) == [8, 16]
     assert rows.n_test.nunique() == 1 and rows.n_val.nunique() == 1 and rows.n_test.iloc[0] == 20
     assert rows.loc[rows.method == "statnn", "tau"].notna().all()
+    # the parts of tau: tau-a within and across the collapsed and learned test networks
+    regions = rows[["tau_below", "tau_above", "tau_across"]].to_numpy(float)
+    assert np.all(np.isnan(regions) | (np.abs(regions) <= 1)) and np.isfinite(regions).any()
     assert "zoo mnist/arch1: validation" in capsys.readouterr().out
 
 
@@ -64,6 +67,7 @@ def test_composite_rows_score_each_part_alone(store_root, tmp_path):
     assert rows.loc["sne_statnn", "statnn_tau"] == pytest.approx(rows.loc["statnn", "tau"])
     assert rows.loc["sne_statnn", "statnn_r2"] == pytest.approx(rows.loc["statnn", "r2"])
     assert rows.loc["sne_statnn", "statnn_val_tau"] == pytest.approx(rows.loc["statnn", "val_tau"])
+    assert rows.loc["sne_statnn", "statnn_tau_above"] == pytest.approx(rows.loc["statnn", "tau_above"])
     assert np.isfinite(rows.loc["sne_statnn", ["tau", "sne_tau", "sne_r2", "sne_val_tau"]].astype(float)).all()
 
 

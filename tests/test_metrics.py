@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sne_core.metrics import kendall_tau, l1, r2, summarize
+from sne_core.metrics import kendall_tau, l1, r2, summarize, tau_by_region
 
 
 def test_kendall_tau_by_hand():
@@ -57,3 +57,27 @@ def test_split_half_ceiling_by_hand():
     taus = [split_half_ceiling_tau(t) for t in (0.2, 0.5, 0.8, 0.95)]
     assert all(c > t for c, t in zip(taus, (0.2, 0.5, 0.8, 0.95))) and taus == sorted(taus)
     assert split_half_ceiling_tau(-0.3) == 0.0            # no agreement between halves: no ceiling above 0
+
+
+def test_tau_by_region_by_hand():
+    # true: two collapsed (0.05, 0.1) and two learned (0.5, 0.9) networks; the prediction swaps the
+    # collapsed pair only. 6 pairs: 1 below (discordant), 1 above, 4 across (all concordant).
+    parts = tau_by_region([0.2, 0.1, 0.6, 0.8], [0.05, 0.1, 0.5, 0.9], floor=0.2)
+    assert parts["below"] == -1 and parts["above"] == 1 and parts["across"] == 1
+    assert (parts["share_below"], parts["share_above"], parts["share_across"]) == (1 / 6, 1 / 6, 4 / 6)
+    assert parts["all"] == pytest.approx(4 / 6) == pytest.approx(kendall_tau([0.2, 0.1, 0.6, 0.8], [0.05, 0.1, 0.5, 0.9]))
+    assert math.isnan(tau_by_region([0.3, 0.4], [0.5, 0.6])["below"])      # no collapsed pair
+
+
+def test_tau_by_region_weights_back_into_tau_over_blocks():
+    # 2,500 networks: more than one block of rows, so the blocked pair loop is checked too
+    rng = np.random.default_rng(0)
+    true = np.concatenate([rng.uniform(0.05, 0.15, 900), rng.uniform(0.2, 0.95, 1600)])
+    pred = true + rng.normal(0, 0.1, true.size)
+    parts = tau_by_region(pred, true)
+    assert sum(parts[f"share_{k}"] * parts[k] for k in ("below", "above", "across")) == pytest.approx(parts["all"])
+    assert parts["all"] == pytest.approx(kendall_tau(pred, true))          # no ties: tau-a is tau-b
+    low = true < 0.2
+    assert parts["above"] == pytest.approx(kendall_tau(pred[~low], true[~low]))
+    assert parts["below"] == pytest.approx(kendall_tau(pred[low], true[low]))
+    assert parts["share_below"] == pytest.approx(900 * 899 / 2 / (2500 * 2499 / 2))

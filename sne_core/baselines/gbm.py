@@ -56,10 +56,14 @@ class GBMPredictor:
 
     def fit(self, train_groups: list[WeightSet], y_train, val_groups: list[WeightSet], y_val,
             seed: int = 0) -> "GBMPredictor":
+        return self.fit_features(self.features(train_groups), y_train, self.features(val_groups), y_val, seed)
+
+    def fit_features(self, x_tr: np.ndarray, y_train, x_va: np.ndarray, y_val, seed: int = 0) -> "GBMPredictor":
+        """`fit` on feature rows already computed (by `features`, or some of their columns: what
+        scripts/tensor_signal.py uses to ask which tensors carry the signal)."""
         from sklearn.ensemble import HistGradientBoostingRegressor
         from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
-        x_tr, x_va = self.features(train_groups), self.features(val_groups)
         y_tr, y_va = _targets(y_train, "y_train", len(x_tr)), _targets(y_val, "y_val", len(x_va))
 
         def make(n_rounds: int):
@@ -75,9 +79,12 @@ class GBMPredictor:
 
     def predict(self, groups: list[WeightSet]) -> np.ndarray:
         """Predicted accuracies in [0, 1], one per network, in group order."""
+        return self.predict_features(self.features(groups))
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """`predict` on feature rows with the columns `fit_features` was given."""
         if self.model is None:
             raise RuntimeError("GBMPredictor.predict called before fit")
         from threadpoolctl import threadpool_limits
-        x = self.features(groups)
         with threadpool_limits(self.n_threads, user_api="openmp"):
             return np.clip(self.model.predict(x), 0.0, 1.0)

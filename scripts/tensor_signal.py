@@ -1,0 +1,94 @@
+"""Which parameter tensors carry a zoo's signal? GBM on each tensor's statistics alone, and on all but it.
+
+    python scripts/tensor_signal.py --store results/store --zoo mnist/arch2 --n-train 800 --min-acc 0.2
+
+GBM (`sne_core.baselines.gbm`, rounds chosen on validation) is fitted on the StatNN statistics of one
+parameter tensor ("alone") and of every tensor but that one ("without"), then on each statistic of
+every tensor; each fit is scored by Kendall tau on the zoo's test split. `--min-acc 0.2` keeps only the
+networks that learned (test accuracy >= 0.2) in train, validation and test: the part of the ranking
+where the methods differ most (`metrics.tau_by_region`, docs/RESULTS.md, session 11). Training
+networks are learning_curve.py's seeded subsample. Library only; last line `tensor_signal zoo=... tau_all=...`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from learning_curve import subsample   # scripts/ is on sys.path when this file runs as a script
+
+STATS = ("mean", "var", "q0", "q25", "q50", "q75", "q100")   # sne_core.baselines.statnn's order
+
+
+def signal_rows(x: dict, y: dict, tensors: list[str], seed: int = 0) -> list[dict]:
+    """x, y: {"train", "val", "test"} -> feature rows and accuracies. One row per column subset."""
+    from sne_core.baselines.gbm import GBMPredictor
+    from sne_core.metrics import kendall_tau
+    n_stats = len(STATS)
+    every = [c for j in range(len(tensors)) for c in range(j * n_stats, (j + 1) * n_stats)]
+
+    def tau(cols: list[int]) -> float:
+        gbm = GBMPredictor([], n_threads=1).fit_features(x["train"][:, cols], y["train"], x["val"][:, cols], y["val"], seed)
+        return kendall_tau(gbm.predict_features(x["test"][:, cols]), y["test"])
+
+    rows = [{"what": "all", "name": "every tensor", "tau_alone": tau(every), "tau_without": float("nan")}]
+    for j, name in enumerate(tensors):
+        own = list(range(j * n_stats, (j + 1) * n_stats))
+        rows.append({"what": "tensor", "name": name, "tau_alone": tau(own),
+                     "tau_without": tau([c for c in every if c not in own])})
+    for k, stat in enumerate(STATS):
+        own = [j * n_stats + k for j in range(len(tensors))]
+        rows.append({"what": "statistic", "name": stat, "tau_alone": tau(own),
+                     "tau_without": tau([c for c in every if c not in own])})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", required=True)
+    p.add_argument("--zoo", required=True, help="dataset/arch, e.g. mnist/arch2")
+    p.add_argument("--n-train", type=int, default=None, help="training networks (default: the whole train split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training subsample and of GBM")
+    p.add_argument("--min-acc", type=float, default=None, help="keep only networks with test accuracy >= this")
+    p.add_argument("--out", default=None, help="CSV file for the rows")
+    args = p.parse_args(argv)
+    import pandas as pd
+    import torch
+    from sne_core.baselines.gbm import GBMPredictor
+    from sne_core.protocols import load_zoo
+    from sne_core.store import ZooStore
+
+    store = ZooStore(args.store)
+    parts = {part: load_zoo(store, args.zoo, part) for part in ("train", "val", "test")}
+    if args.n_train is not None:
+        parts["train"] = subsample(parts["train"], args.n_train, args.seed)
+    archs = {g.arch.name for d in parts.values() for g in d.groups}
+    if len(archs) != 1:
+        raise SystemExit(f"tensor_signal: {args.zoo} holds architectures {sorted(archs)}; expected one")
+    reader = GBMPredictor([])
+    x = {k: reader.features(d.groups) for k, d in parts.items()}
+    y = {k: d.y.numpy() for k, d in parts.items()}
+    if args.min_acc is not None:
+        for k in parts:
+            keep = y[k] >= args.min_acc
+            if keep.sum() < 2:
+                raise SystemExit(f"tensor_signal: {args.zoo}:{k} has {keep.sum()} networks with test accuracy "
+                                 f">= --min-acc {args.min_acc}; need at least 2")
+            x[k], y[k] = x[k][keep], y[k][keep]
+    torch.set_num_threads(1)
+    tensors = [info.name for info in parts["train"].groups[0].arch.layout]
+    rows = pd.DataFrame(signal_rows(x, y, tensors, args.seed))
+    print(f"zoo {args.zoo}: train {len(y['train'])}, validation {len(y['val'])}, test {len(y['test'])} networks"
+          + ("" if args.min_acc is None else f" with test accuracy >= {args.min_acc}"))
+    print(rows.round(3).to_string(index=False))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(args.out, index=False)
+    print(f"tensor_signal zoo={args.zoo} tau_all={rows.tau_alone.iloc[0]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
