@@ -1,6 +1,7 @@
 """How much does each predictor gain from more training networks? A learning curve on one zoo.
 
     python scripts/learning_curve.py --store results/store --zoo mnist/arch1 --sizes 40,80,200,400
+    python scripts/learning_curve.py --store results/store --zoo mnist/arch2 --sizes 800 --methods sne --train '{"lr": 0.0005}'
 
 Validation and test are the zoo's stored split (final checkpoints), the same for every size, so
 the sizes differ only in how many training networks the predictor sees. The training networks of
@@ -47,12 +48,13 @@ def _fit_one(job) -> dict:
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import fit, predict
-    method, n, seed, store_root, zoo, size_name, threads, hyper, members = job
+    from dataclasses import replace
+    method, n, seed, store_root, zoo, size_name, threads, hyper, members, train_over = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
     train = subsample(load_zoo(store, zoo, "train"), n, seed)
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
-    config = size.train_config(method, hyper.get(method), seed=seed, members=members)
+    config = replace(size.train_config(method, hyper.get(method), seed=seed, members=members), **train_over)
     result = fit(config, train, val)
     def scores(model, prefix: str = "") -> dict:
         # tau-a within the collapsed and the learned test networks and across them (metrics.tau_by_region)
@@ -87,12 +89,20 @@ def main(argv=None) -> int:
                    help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"log_floor": 0}}\'')
     p.add_argument("--members", type=int, default=1,
                    help="TrainConfig.members for the torch methods: a deep ensemble of N fits, mean logit")
+    p.add_argument("--train", default="{}", type=json.loads,
+                   help='TrainConfig fields over the size\'s, for every method, e.g. \'{"lr": 0.0005, "invariance_weight": 0}\'')
     args = p.parse_args(argv)
     import pandas as pd
+    from dataclasses import fields
+    from sne_core.train import TrainConfig
+    settable = {f.name for f in fields(TrainConfig)} - {"method", "seed", "hyper", "members"}   # set by the other flags
+    if not isinstance(args.train, dict) or set(args.train) - settable:
+        raise SystemExit(f"learning_curve: --train takes a JSON object of TrainConfig fields {sorted(settable)}; "
+                         f"got {args.train!r}")
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     # largest first: the long SNE fits start early and the small ones fill the gaps at the end
-    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members)
+    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members, args.train)
             for n in reversed(sizes) for m in args.methods.split(",") for s in range(args.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:

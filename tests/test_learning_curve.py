@@ -57,6 +57,16 @@ def test_hyper_reaches_the_predictor(store_root):
                              "--seeds", "1", "--size", "smoke", "--jobs", "1", "--hyper", '{"sne": {"log_floor": -1}}'])
 
 
+def test_train_overrides_reach_the_config(store_root):
+    # patience=0 is refused by TrainConfig's own check: proof that --train got through to it
+    args = ["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8", "--methods", "statnn", "--seeds", "1",
+            "--size", "smoke", "--jobs", "1"]
+    with pytest.raises(ValueError, match="TrainConfig.patience must be an integer >= 1, got 0"):
+        learning_curve.main(args + ["--train", '{"patience": 0}'])
+    with pytest.raises(SystemExit, match="--train takes a JSON object of TrainConfig fields"):
+        learning_curve.main(args + ["--train", '{"seed": 3}'])
+
+
 def test_composite_rows_score_each_part_alone(store_root, tmp_path):
     rc = learning_curve.main(["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "16",
                               "--methods", "statnn,sne_statnn", "--seeds", "1", "--size", "smoke", "--jobs", "1",
