@@ -7,7 +7,9 @@ parameter tensor ("alone") and of every tensor but that one ("without"), then on
 every tensor; each fit is scored by Kendall tau on the zoo's test split. `--min-acc 0.2` keeps only the
 networks that learned (test accuracy >= 0.2) in train, validation and test: the part of the ranking
 where the methods differ most (`metrics.tau_by_region`, docs/RESULTS.md, session 11). Training
-networks are learning_curve.py's seeded subsample. Library only; last line `tensor_signal zoo=... tau_all=...`.
+networks are learning_curve.py's seeded subsample. GBM's leaves hold at least 20 networks, so a fit on
+fewer than about 50 training networks predicts a constant and its tau is NaN. Library only; last line
+`tensor_signal zoo=... tau_all=...`.
 """
 from __future__ import annotations
 
