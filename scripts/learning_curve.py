@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields, replace
 from pathlib import Path
 
 from paper_tables import SIZES   # scripts/ is on sys.path when this file runs as a script
@@ -48,7 +49,6 @@ def _fit_one(job) -> dict:
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import fit, predict
-    from dataclasses import replace
     method, n, seed, store_root, zoo, size_name, threads, hyper, members, train_over = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
@@ -56,6 +56,7 @@ def _fit_one(job) -> dict:
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
     config = replace(size.train_config(method, hyper.get(method), seed=seed, members=members), **train_over)
     result = fit(config, train, val)
+
     def scores(model, prefix: str = "") -> dict:
         # tau-a within the collapsed and the learned test networks and across them (metrics.tau_by_region)
         pred = predict(model, test)
@@ -93,7 +94,6 @@ def main(argv=None) -> int:
                    help='TrainConfig fields over the size\'s, for every method, e.g. \'{"lr": 0.0005, "invariance_weight": 0}\'')
     args = p.parse_args(argv)
     import pandas as pd
-    from dataclasses import fields
     from sne_core.train import TrainConfig
     settable = {f.name for f in fields(TrainConfig)} - {"method", "seed", "hyper", "members"}   # set by the other flags
     if not isinstance(args.train, dict) or set(args.train) - settable:
