@@ -21,14 +21,17 @@ import numpy as np
 
 from learning_curve import subsample   # scripts/ is on sys.path when this file runs as a script
 
-STATS = ("mean", "var", "q0", "q25", "q50", "q75", "q100")   # sne_core.baselines.statnn's order
+from sne_core.baselines.statnn import N_STATS, QUANTILES
+
+STATS = ("mean", "var", *(f"q{round(100 * q)}" for q in QUANTILES))   # tensor_statistics' order
+assert len(STATS) == N_STATS
 
 
 def signal_rows(x: dict, y: dict, tensors: list[str], seed: int = 0) -> list[dict]:
     """x, y: {"train", "val", "test"} -> feature rows and accuracies. One row per column subset."""
     from sne_core.baselines.gbm import GBMPredictor
     from sne_core.metrics import kendall_tau
-    n_stats = len(STATS)
+    n_stats = N_STATS
     every = [c for j in range(len(tensors)) for c in range(j * n_stats, (j + 1) * n_stats)]
 
     def tau(cols: list[int]) -> float:

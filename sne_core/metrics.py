@@ -96,7 +96,8 @@ def tau_by_region(pred, true, floor: float = 0.2) -> dict[str, float]:
     p, t = _as_arrays(pred, true)
     low = t < floor
     sums = dict.fromkeys(("below", "above", "across"), 0.0)
-    counts = dict.fromkeys(sums, 0)
+    n_low, n_high = int(low.sum()), int((~low).sum())
+    counts = {"below": n_low * (n_low - 1) // 2, "above": n_high * (n_high - 1) // 2, "across": n_low * n_high}
     block = 1024                                   # rows per block: memory O(block * n), not O(n^2)
     for i0 in range(0, p.size, block):
         i = np.arange(i0, min(i0 + block, p.size))
@@ -104,9 +105,7 @@ def tau_by_region(pred, true, floor: float = 0.2) -> dict[str, float]:
         s = np.sign(p[i, None] - p[None]) * np.sign(t[i, None] - t[None])
         both_low, both_high = low[i, None] & low[None], ~low[i, None] & ~low[None]
         for name, where in (("below", both_low), ("above", both_high), ("across", ~both_low & ~both_high)):
-            m = upper & where
-            sums[name] += float(s[m].sum())
-            counts[name] += int(m.sum())
+            sums[name] += float(s[upper & where].sum())
     n_pairs = p.size * (p.size - 1) // 2
     out = {name: sums[name] / counts[name] if counts[name] else float("nan") for name in sums}
     out |= {f"share_{name}": counts[name] / n_pairs if n_pairs else float("nan") for name in sums}
