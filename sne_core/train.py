@@ -69,6 +69,11 @@ class TrainConfig:
     # test tau, since seeds make nearly the same mistakes (docs/RESULTS.md, session 8). GBM trains one
     # model whatever this says: its fit does not depend on the seed, so its members would all be the same.
     members: int = 1
+    # > 0: add this times a pairwise ranking loss (RankNet's logistic loss over the batch's ordered
+    # pairs, `pairwise_rank_loss`) to the BCE. 0 = BCE only (the default). Why try it: Kendall tau,
+    # the metric models are selected and judged on, counts ordered pairs, and BCE weighs a network's
+    # error the same whether or not it swaps the network's rank with its neighbours'.
+    rank_weight: float = 0.0
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -80,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
             raise ValueError(f"TrainConfig.amp must be 'none', 'bf16' or 'auto', got {self.amp!r}")
+        if not (isinstance(self.rank_weight, (int, float)) and math.isfinite(self.rank_weight) and self.rank_weight >= 0):
+            raise ValueError(f"TrainConfig.rank_weight must be a finite number >= 0, got {self.rank_weight!r}")
         for name in ("epochs", "batch_size", "patience", "members"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -189,6 +196,15 @@ def predict(model, data: ZooData, batch_size: int = 256) -> np.ndarray:
     return torch.cat(out).double().numpy()
 
 
+def pairwise_rank_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean of log(1 + exp(-(s_i - s_j))) over the pairs with y_i > y_j (RankNet): logits [B], y [B].
+    Zero when no pair is ordered (all targets equal)."""
+    ordered = y[:, None] > y[None, :]                       # [B, B]
+    if not ordered.any():
+        return logits.sum() * 0.0
+    return F.softplus(-(logits[:, None] - logits[None, :])[ordered]).mean()
+
+
 def network_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """`order` cut into batches of `batch_size` networks. A last batch of one network joins the one
     before it: BatchNorm (SNE's z) cannot normalise a single network in train mode."""
@@ -263,14 +279,15 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
     for epoch in range(config.epochs):
         model.train()
-        sums = torch.zeros(3, device=device)          # loss, bce, penalty summed over networks
+        sums = torch.zeros(4, device=device)          # loss, bce, rank, penalty summed over networks
         for idx in network_batches(torch.randperm(len(train), generator=gen), config.batch_size):
             groups, y = train_dev.batch(idx)               # y: [B]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(groups).float()             # [B]
                 bce = F.binary_cross_entropy_with_logits(logits, y)
+                rank = pairwise_rank_loss(logits, y) if config.rank_weight > 0 else torch.zeros((), device=device)
                 penalty = invariance_penalty(model, groups, logits, gen) if v > 0 else torch.zeros((), device=device)
-            loss = bce + v * penalty
+            loss = bce + config.rank_weight * rank + v * penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -278,11 +295,11 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
                 sched.step()
             if ema is not None:
                 ema.update(model)
-            sums += torch.stack([loss, bce, penalty]).detach() * len(y)   # no host sync per step
+            sums += torch.stack([loss, bce, rank, penalty]).detach() * len(y)   # no host sync per step
         live = ema.swap_in(model) if ema is not None else None      # validate the average
         recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
-        train_m = dict(zip(("loss", "bce", "penalty"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
+        train_m = dict(zip(("loss", "bce", "rank", "penalty"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
         history.append({"epoch": epoch, **metrics})
         if log is not None:

@@ -11,7 +11,7 @@ from sne_core.methods import METHODS, Method, MethodError, check_method_arch, ge
 from sne_core.metrics import kendall_tau
 from sne_core.protocols import load_zoo
 from sne_core.store import ZooStore
-from sne_core.train import EMA, TrainConfig, ZooData, fit, predict
+from sne_core.train import EMA, TrainConfig, ZooData, fit, pairwise_rank_loss, predict
 from test_splits import write_synthetic_zoo
 
 
@@ -41,6 +41,8 @@ def test_config_and_registry_errors():
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="rank_weight must be a finite number >= 0, got -1"):
+        TrainConfig(rank_weight=-1)
     with pytest.raises(MethodError, match="unknown method 'nope'; known: deepsets, gbm, mlp, nfn_hnp, nfn_np, sne, sne_statnn, statnn"):
         get_method("nope")
     assert {"sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp"} <= set(METHODS)
@@ -92,6 +94,27 @@ def test_invariance_penalty_is_zero_for_invariant_predictors_only(zoo):
     assert statnn.history[0]["train_penalty"] < 1e-6
     assert mlp.history[0]["train_penalty"] > 1e-4
     assert mlp.history[0]["train_loss"] == pytest.approx(mlp.history[0]["train_bce"] + mlp.history[0]["train_penalty"], rel=1e-4)
+
+
+def test_pairwise_rank_loss_by_hand():
+    y = torch.tensor([0.1, 0.5, 0.5, 0.9])      # 5 ordered pairs: the tie (0.5, 0.5) is not one
+    s = torch.tensor([0.0, 1.0, -1.0, 2.0])
+    # ordered (i above j): (1,0) (2,0) (3,0) (3,1) (3,2), s_i - s_j = 1, -1, 2, 1, 3
+    want = np.mean([math.log1p(math.exp(-d)) for d in (1, -1, 2, 1, 3)])
+    assert pairwise_rank_loss(s, y).item() == pytest.approx(want, rel=1e-6)
+    assert pairwise_rank_loss(s, torch.full((4,), 0.3)).item() == 0.0          # nothing to order
+    far = pairwise_rank_loss(10 * torch.argsort(torch.argsort(y, stable=True)).float(), y)
+    assert far.item() < 1e-3                                              # right order, far apart: ~0
+
+
+def test_rank_weight_adds_the_logged_ranking_loss_and_training_lowers_it(zoo):
+    logged = []
+    result = fit(cfg("statnn", epochs=8, lr=1e-2, rank_weight=0.5), *zoo, log=lambda e, m: logged.append(m))
+    first, last = logged[0], logged[-1]
+    assert first["train_loss"] == pytest.approx(first["train_bce"] + 0.5 * first["train_rank"], rel=1e-5)
+    assert last["train_rank"] < first["train_rank"] - 0.01
+    assert fit(cfg("statnn", epochs=1), *zoo).history[0]["train_rank"] == 0.0   # off by default
+    assert result.config.rank_weight == 0.5
 
 
 def test_bf16_autocast_path_runs(zoo):
