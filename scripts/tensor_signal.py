@@ -31,8 +31,7 @@ def signal_rows(x: dict, y: dict, tensors: list[str], seed: int = 0) -> list[dic
     """x, y: {"train", "val", "test"} -> feature rows and accuracies. One row per column subset."""
     from sne_core.baselines.gbm import GBMPredictor
     from sne_core.metrics import kendall_tau
-    n_stats = N_STATS
-    every = [c for j in range(len(tensors)) for c in range(j * n_stats, (j + 1) * n_stats)]
+    every = [c for j in range(len(tensors)) for c in range(j * N_STATS, (j + 1) * N_STATS)]
 
     def tau(cols: list[int]) -> float:
         gbm = GBMPredictor([], n_threads=1).fit_features(x["train"][:, cols], y["train"], x["val"][:, cols], y["val"], seed)
@@ -40,11 +39,11 @@ def signal_rows(x: dict, y: dict, tensors: list[str], seed: int = 0) -> list[dic
 
     rows = [{"what": "all", "name": "every tensor", "tau_alone": tau(every), "tau_without": float("nan")}]
     for j, name in enumerate(tensors):
-        own = list(range(j * n_stats, (j + 1) * n_stats))
+        own = list(range(j * N_STATS, (j + 1) * N_STATS))
         rows.append({"what": "tensor", "name": name, "tau_alone": tau(own),
                      "tau_without": tau([c for c in every if c not in own])})
     for k, stat in enumerate(STATS):
-        own = [j * n_stats + k for j in range(len(tensors))]
+        own = [j * N_STATS + k for j in range(len(tensors))]
         rows.append({"what": "statistic", "name": stat, "tau_alone": tau(own),
                      "tau_without": tau([c for c in every if c not in own])})
     return rows

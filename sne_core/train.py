@@ -29,6 +29,10 @@ from sne_core.symmetry import invariance_penalty
 from sne_core.weights import WeightSet
 
 
+def _finite_nonnegative(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
+
+
 @dataclass
 class TrainConfig:
     method: str = "sne"
@@ -81,15 +85,14 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"TrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.ema_epochs is not None and not (isinstance(self.ema_epochs, (int, float))
-                                                and math.isfinite(self.ema_epochs) and self.ema_epochs >= 0):
+        if self.ema_epochs is not None and not _finite_nonnegative(self.ema_epochs):   # None = the method's
             raise ValueError(f"TrainConfig.ema_epochs must be a finite number >= 0, got {self.ema_epochs!r}")
+        if not _finite_nonnegative(self.rank_weight):
+            raise ValueError(f"TrainConfig.rank_weight must be a finite number >= 0, got {self.rank_weight!r}")
         if self.train_checkpoints not in ("final", "all"):
             raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
             raise ValueError(f"TrainConfig.amp must be 'none', 'bf16' or 'auto', got {self.amp!r}")
-        if not (isinstance(self.rank_weight, (int, float)) and math.isfinite(self.rank_weight) and self.rank_weight >= 0):
-            raise ValueError(f"TrainConfig.rank_weight must be a finite number >= 0, got {self.rank_weight!r}")
         for name in ("epochs", "batch_size", "patience", "members"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
