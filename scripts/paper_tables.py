@@ -127,7 +127,8 @@ def jobs_dir(out: Path, args, size: Size, overrides: dict) -> Path:
     # the whole TrainConfig (not only the flags), so a changed library default gets new rows too
     config = size.train_config("sne", **overrides).as_dict()
     key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs]
-                     + ([args.hyper] if args.hyper else []),        # absent when empty: older folders keep their name
+                     + ([args.hyper] if args.hyper else [])         # absent when unset: older folders keep their name
+                     + ([{"max_train": args.max_train}] if args.max_train else []),
                      sort_keys=True, default=str)
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
@@ -152,13 +153,13 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, deadline, folder = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
     config = size.train_config(method, hyper.get(method), device=device, **overrides)
     t0 = time.time()
-    raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config)
+    raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train)
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
     atomic_write_text(job_path(folder, method, train_zoo), raw.to_csv(index=False))
 
@@ -192,6 +193,10 @@ def main(argv=None) -> int:
                    help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
     p.add_argument("--hyper", default="{}", type=json.loads,
                    help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"hidden": 64, "heads": 4}}\'')
+    p.add_argument("--max-train", type=int, default=None,
+                   help="train every predictor on at most N networks of each zoo's training split, one subset seeded "
+                        "by the split seed and shared by every method and seed (default: the whole split). For a store "
+                        "whose zoos outgrew the size, e.g. 4,000-network zoos at --size cpu-large, whose 2,000 give 800")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
@@ -216,7 +221,7 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
     todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
-             args.hyper, deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
+             args.hyper, args.max_train, deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
     if complete:
         print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time", flush=True)
@@ -239,7 +244,7 @@ def main(argv=None) -> int:
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
-            "ema_epochs": trained.ema_epochs, "zoos": zoos,
+            "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
             "methods": args.methods.split(","), "seeds": args.seeds, "hyper": args.hyper,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),

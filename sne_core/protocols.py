@@ -43,12 +43,26 @@ def zoo_name(zoo) -> str:
     return "/".join(parse_zoo(zoo))
 
 
-def load_zoo(store, zoo, part: str, split_seed: int = 0, checkpoints: str = "final") -> ZooData:
+def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of the first n of a seeded permutation of range(n_total): for one seed, a
+    smaller n gives a subset of a larger n's indices."""
+    import torch
+    if not 0 < n <= n_total:
+        raise ValueError(f"asked for {n} of {n_total} networks (expected 1 to {n_total})")
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
+
+
+def load_zoo(store, zoo, part: str, split_seed: int = 0, checkpoints: str = "final",
+             max_networks: int | None = None) -> ZooData:
     """The networks of one split part (train/val/test) of a zoo with their targets: final
     checkpoints, or with checkpoints="all" every stored checkpoint of those networks (the split is by
-    network, so no checkpoint of a test network can get in)."""
+    network, so no checkpoint of a test network can get in). `max_networks` keeps at most that many
+    networks of the part, a subset seeded by `split_seed` (so every method and seed gets the same one),
+    with every checkpoint of each kept network."""
     dataset, arch = parse_zoo(zoo)
     ids = ids_in(get_or_create_split(store, dataset, arch, split_seed), part)
+    if max_networks is not None and max_networks < len(ids):
+        ids = ids[seeded_subset(len(ids), max_networks, split_seed)]
     if checkpoints == "all":
         return _all_checkpoints(store, dataset, arch, ids, part)
     if checkpoints != "final":
@@ -80,9 +94,10 @@ def _row(method, train_zoo, test_zoo, seed, metrics=None, note="", **extra) -> d
 def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable[int],
              config: TrainConfig | None = None, split_seed: int = 0,
              log: Callable[[int, int, dict], None] | None = None,
-             on_fit: Callable[[int, object, dict], None] | None = None):
+             on_fit: Callable[[int, object, dict], None] | None = None, max_train: int | None = None):
     """Raw rows (method, train_zoo, test_zoo, seed, tau, r2, l1, note, val_tau, best_epoch, ...):
-    one predictor per seed, trained on `train_zoo`, scored on every test zoo's test split.
+    one predictor per seed, trained on `train_zoo` (at most `max_train` of its training networks, the
+    same seeded subset for every method and seed; see `load_zoo`), scored on every test zoo's test split.
     `log(seed, epoch, metrics)` receives the per-epoch training metrics; `on_fit(seed, fit_result,
     predictions)` receives each seed's FitResult and {test_zoo: (model_ids, y_true, y_pred)} (the
     pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter)."""
@@ -91,7 +106,7 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     train_zoo, test_zoos, seeds = zoo_name(train_zoo), [zoo_name(z) for z in test_zoos], list(seeds)
     # training may see every checkpoint of its networks (config.train_checkpoints); validation and
     # test are always final checkpoints, the quantity the tables report
-    train = load_zoo(store, train_zoo, "train", split_seed, config.train_checkpoints)
+    train = load_zoo(store, train_zoo, "train", split_seed, config.train_checkpoints, max_networks=max_train)
     val = load_zoo(store, train_zoo, "val", split_seed)
     try:
         for g in train.groups:

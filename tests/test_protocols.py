@@ -96,6 +96,22 @@ def test_all_checkpoints_train_on_every_epoch_of_train_networks_only(store, monk
         TrainConfig(train_checkpoints="best")
 
 
+def test_max_train_keeps_one_seeded_subset_of_training_networks(store):
+    full = load_zoo(store, "mnist/arch1", "train")
+    five = load_zoo(store, "mnist/arch1", "train", max_networks=5)
+    assert len(five) == 5 and set(five.model_ids) < set(full.model_ids)
+    assert list(load_zoo(store, "mnist/arch1", "train", max_networks=5).model_ids) == list(five.model_ids)
+    assert set(load_zoo(store, "mnist/arch1", "train", max_networks=3).model_ids) < set(five.model_ids)
+    assert list(load_zoo(store, "mnist/arch1", "train", max_networks=99).model_ids) == list(full.model_ids)  # a cap
+    # with every checkpoint, whole networks are kept: all epochs of the same five, and no other
+    every = load_zoo(store, "mnist/arch1", "train", checkpoints="all", max_networks=5)
+    assert set(every.model_ids) == set(five.model_ids) and len(every) > 5
+    raw = evaluate("statnn", store, "mnist/arch1", ["mnist/arch1"], seeds=[0, 1], config=FAST, max_train=5)
+    assert (raw.n_train == 5).all() and (raw.n_test == 12).all()     # test split untouched
+    with pytest.raises(ValueError, match="asked for 0 of 9 networks"):
+        load_zoo(store, "mnist/arch1", "train", max_networks=0)
+
+
 def test_aggregate_mean_and_sample_std_over_seeds():
     raw = pd.DataFrame({"method": "m", "train_zoo": "a/x", "test_zoo": "b/x", "seed": [0, 1, 2],
                         "tau": [0.5, 0.7, 0.9], "r2": [0.1, 0.2, 0.3], "l1": [0.05, 0.05, 0.05], "note": ""})
