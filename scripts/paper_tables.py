@@ -197,6 +197,9 @@ def main(argv=None) -> int:
                    help="train every predictor on at most N networks of each zoo's training split, one subset seeded "
                         "by the split seed and shared by every method and seed (default: the whole split). For a store "
                         "whose zoos outgrew the size, e.g. 4,000-network zoos at --size cpu-large, whose 2,000 give 800")
+    p.add_argument("--train-zoos", default=None,
+                   help="run only the jobs of these training zoos (dataset/arch, comma-separated; every zoo stays a "
+                        "test zoo), to split one run across processes or calls; the tables come once every job is done")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
@@ -220,10 +223,15 @@ def main(argv=None) -> int:
     folder = jobs_dir(out, args, size, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     work = [(m, z) for m in args.methods.split(",") for z in zoos]
+    runs_here = set(zoos) if args.train_zoos is None else set(args.train_zoos.split(","))
+    if not runs_here <= set(zoos):
+        p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
     todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
-             args.hyper, args.max_train, deadline, folder) for m, z in work if not job_path(folder, m, z).is_file()] if complete else []
+             args.hyper, args.max_train, deadline, folder)
+            for m, z in work if z in runs_here and not job_path(folder, m, z).is_file()] if complete else []
     if complete:
-        print(f"jobs: {len(work) - len(todo)} of {len(work)} done before this call, {len(todo)} to run, "
+        done = sum(job_path(folder, m, z).is_file() for m, z in work)
+        print(f"jobs: {done} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time", flush=True)
     if jobs == 1:
         for w in todo:

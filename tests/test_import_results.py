@@ -58,6 +58,19 @@ def test_an_interrupted_run_resumes_to_the_same_rows(results, tmp_path):
     assert len(meta["calls"]) == 3 and meta["wall_s_total"] == pytest.approx(sum(c["wall_s_total"] for c in meta["calls"]))
 
 
+def test_train_zoos_split_a_run_and_max_train_caps_its_training_networks(results, tmp_path):
+    out, store = tmp_path / "parts", str(results / "store")
+    part = _paper_tables(out, "--store", store, "--methods", "statnn", "--max-train", "2", "--train-zoos", "digits/arch1")
+    assert part.returncode == 3 and "jobs: 0 of 4 done before this call, 1 to run" in part.stdout
+    rest = _paper_tables(out, "--store", store, "--methods", "statnn", "--max-train", "2")
+    assert rest.returncode == 0 and "jobs: 1 of 4 done before this call, 3 to run" in rest.stdout, rest.stderr[-3000:]
+    _, raw, meta = read_results(out)
+    _, full, _ = read_results(results)
+    assert (raw.n_train == 2).all() and (full.n_train > 2).all() and meta["max_train"] == 2
+    bad = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-zoos", "mnist/arch9")
+    assert bad.returncode == 2 and "--train-zoos ['mnist/arch9'] not among the zoos" in bad.stderr
+
+
 def test_hyper_reaches_the_predictor(results, tmp_path):
     # an invalid SNE setting must fail in SNE's own check, which proves --hyper got through to it
     bad = _paper_tables(tmp_path / "bad", "--store", str(results / "store"), "--methods", "sne",
