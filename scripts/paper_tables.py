@@ -202,6 +202,8 @@ def main(argv=None) -> int:
                         "test zoo), to split one run across processes or calls; the tables come once every job is done")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.max_train is not None and args.max_train < 1:
+        p.error(f"--max-train must be at least 1, got {args.max_train}")
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

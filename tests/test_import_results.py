@@ -69,6 +69,8 @@ def test_train_zoos_split_a_run_and_max_train_caps_its_training_networks(results
     assert (raw.n_train == 2).all() and (full.n_train > 2).all() and meta["max_train"] == 2
     bad = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-zoos", "mnist/arch9")
     assert bad.returncode == 2 and "--train-zoos ['mnist/arch9'] not among the zoos" in bad.stderr
+    zero = _paper_tables(out, "--store", store, "--methods", "statnn", "--max-train", "0")
+    assert zero.returncode == 2 and "--max-train must be at least 1, got 0" in zero.stderr
 
 
 def test_hyper_reaches_the_predictor(results, tmp_path):
