@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 
 from sne_core.encoders import UnsupportedArchitecture
 from sne_core.methods import check_method_arch, get_method
@@ -46,7 +47,6 @@ def zoo_name(zoo) -> str:
 def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
     """Sorted indices of the first n of a seeded permutation of range(n_total): for one seed, a
     smaller n gives a subset of a larger n's indices."""
-    import torch
     if not 0 < n <= n_total:
         raise ValueError(f"asked for {n} of {n_total} networks (expected 1 to {n_total})")
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
