@@ -13,13 +13,17 @@ missing, networks (the store) and (method, training zoo) jobs (their rows are ke
 after S seconds and exits with status 3 when something is left: that is how a time-limited device
 call stops cleanly before it is killed; call it again to go on. Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
-raw.csv (one row per seed and cell), tables.md and run.json (with every call's wall time).
+raw.csv (one row per seed and cell), tables.md and run.json (with every call's wall time; wall_s_total
+sums them, wall_s_elapsed counts calls that ran side by side once).
 """
 from __future__ import annotations
 
 import argparse
+import calendar
+import fcntl
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -258,23 +262,39 @@ def main(argv=None) -> int:
             "methods": args.methods.split(","), "seeds": args.seeds, "hyper": args.hyper,
             "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
-            "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1), "calls": calls,
+            "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),
+            "wall_s_elapsed": elapsed_s(calls), "calls": calls,
             "command": " ".join([sys.executable, *sys.argv])}
     write_results(out, raw, meta)
     print((out / "tables.md").read_text())
     print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
-          f"over {len(calls)} call(s) -> {out}")
+          f"over {len(calls)} call(s), {meta['wall_s_elapsed']:.0f} s elapsed -> {out}")
     return 0
 
 
 def _record_call(folder: Path, call: dict) -> list[dict]:
-    """Append this call's wall times to the jobs folder's calls.json (a resumed run spans several calls)."""
+    """Append this call's wall times to the jobs folder's calls.json (a resumed run spans several calls).
+    Calls split by --train-zoos may finish at the same moment: a lock keeps each one's entry."""
     from sne_core.results import atomic_write_text
     path = folder / "calls.json"
-    calls = json.loads(path.read_text()) if path.is_file() else []
-    calls.append(call)
-    atomic_write_text(path, json.dumps(calls, indent=1))
+    with open(folder / "calls.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        calls = json.loads(path.read_text()) if path.is_file() else []
+        calls.append(call)
+        atomic_write_text(path, json.dumps(calls, indent=1))
     return calls
+
+
+def elapsed_s(calls: list[dict]) -> float:
+    """Seconds during which any call ran: calls run side by side (--train-zoos) count once, so this is
+    the run's wall-clock time where wall_s_total, their sum, is its process time."""
+    spans = sorted((start, start + c["wall_s_total"]) for c in calls
+                   for start in [calendar.timegm(time.strptime(c["started_utc"], "%Y-%m-%dT%H:%M:%SZ"))])
+    total, end = 0.0, -math.inf
+    for a, b in spans:
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return round(total, 1)
 
 
 if __name__ == "__main__":

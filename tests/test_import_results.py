@@ -21,6 +21,8 @@ from sne_core.results import CSV_COLUMNS, TABLES, ResultsError, read_results
 from sne_core.store import ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from paper_tables import elapsed_s  # noqa: E402
 
 
 def _paper_tables(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -67,10 +69,20 @@ def test_train_zoos_split_a_run_and_max_train_caps_its_training_networks(results
     _, raw, meta = read_results(out)
     _, full, _ = read_results(results)
     assert (raw.n_train == 2).all() and (full.n_train > 2).all() and meta["max_train"] == 2
+    assert meta["wall_s_elapsed"] == elapsed_s(meta["calls"]) and 0 < meta["wall_s_elapsed"] <= meta["wall_s_total"]
     bad = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-zoos", "mnist/arch9")
     assert bad.returncode == 2 and "--train-zoos ['mnist/arch9'] not among the zoos" in bad.stderr
     zero = _paper_tables(out, "--store", store, "--methods", "statnn", "--max-train", "0")
     assert zero.returncode == 2 and "--max-train must be at least 1, got 0" in zero.stderr
+
+
+def test_elapsed_time_counts_side_by_side_calls_once():
+    call = lambda start, s: {"started_utc": f"2026-12-02T01:{start}Z", "wall_s_total": s}
+    assert elapsed_s([call("00:00", 100.0)]) == 100.0
+    # two processes split by --train-zoos, overlapping from 01:01:40 to 01:01:50, then a later call
+    side_by_side = [call("00:00", 110.0), call("01:40", 60.0), call("10:00", 5.0)]
+    assert elapsed_s(side_by_side) == 160.0 + 5.0
+    assert elapsed_s([call("00:00", 100.0), call("00:10", 20.0)]) == 100.0      # one call inside another
 
 
 def test_hyper_reaches_the_predictor(results, tmp_path):
