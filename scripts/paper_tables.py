@@ -26,7 +26,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -216,6 +215,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
     import torch
+    from sne_core.devices import describe_device
     from sne_core.results import read_raw, write_results
 
     t0 = time.time()
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
             "methods": args.methods.split(","), "seeds": args.seeds, "hyper": args.hyper,
-            "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+            "device": describe_device(torch.device("cuda" if cuda else "cpu")),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),
             "wall_s_elapsed": elapsed_s(calls), "calls": calls,

@@ -3,6 +3,7 @@ machine) writes a results folder; `sne import-results` checks it and brings it i
 MLflow; a tampered folder is refused before anything is written."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -103,6 +104,8 @@ def test_results_folder_has_the_documented_files(results):
     tables, raw, meta = read_results(results)
     assert meta["size"] == "smoke" and sorted(meta["zoos"]) == ["digits/arch1", "digits/arch2", "mnist/arch1", "mnist/arch2"]
     assert sorted(raw["seed"].unique()) == [0, 1]
+    # the machine in words: on the CPU its model and cores, not only "x86_64"
+    assert meta["device"].endswith(f", {os.cpu_count()} cores") and len(meta["device"]) > len(", 2 cores")
     # SNE reads both architectures, so it has cross-architecture cells; the average rows are there
     xa = tables["cross_architecture"]
     assert {"arch1->arch2", "arch2->arch1"} <= set(xa.loc[xa["method"] == "sne", "test_zoo"])
