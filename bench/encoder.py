@@ -10,8 +10,8 @@ Peak memory
 - CUDA: torch.cuda.max_memory_allocated() minus the memory allocated before the step.
 - CPU: torch has no allocator statistics on CPU and tracemalloc does not see its buffers, so we
   read the process's peak resident set (getrusage ru_maxrss, a high-water mark) minus its current
-  RSS just before the timed steps. That baseline is taken after one warm-up step on a single
-  Arch1 network, so one-time costs (thread pools, kernel caches) are not charged to any size.
+  RSS just before the timed steps. That baseline is taken after one warm-up step on two
+  Arch1 networks, so one-time costs (thread pools, kernel caches) are not charged to any size.
   The children run with MALLOC_MMAP_THRESHOLD_=65536: glibc's adaptive threshold otherwise serves
   freed activation buffers from a fragmented heap it never returns, so RSS kept growing with the
   number of streamed slices although the live tensors did not (measured: 30 checkpointed SAB slices
@@ -63,7 +63,7 @@ def _nets(arch, n, device, seed=0):
 
 
 def measure(method: str, size: str, batch: int, steps: int, budget: int, device: str) -> dict:
-    """One configuration, in this process: build, warm up on one Arch1 network, time `steps` steps."""
+    """One configuration, in this process: build, warm up on two Arch1 networks, time `steps` steps."""
     import torch
     from sne_core.encoders.sne import SNE, SNEConfig
     torch.manual_seed(0)
@@ -74,7 +74,8 @@ def measure(method: str, size: str, batch: int, steps: int, budget: int, device:
         from sne_core.baselines.nfn import NFNHNPPredictor
         model = NFNHNPPredictor([arch]).to(device)
     groups = [_nets(arch, batch, device)]
-    warm = [_nets(_arch("arch1"), 1, device, seed=1)] if method == "sne" else [_nets(arch, 1, device, seed=1)]
+    # two networks, not one: SNE's BatchNorm on the network codes cannot train on a batch of one
+    warm = [_nets(_arch("arch1") if method == "sne" else arch, 2, device, seed=1)]
     if method == "sne":
         # warm up the streaming path too: its first checkpoint() imports torch._dynamo (~200 MB of
         # Python modules), which would otherwise be charged to the sizes that stream
