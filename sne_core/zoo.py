@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sne_core.archs import Arch, get_arch
-from sne_core.devices import resolve_device
+from sne_core.devices import describe_device, resolve_device
 from sne_core.hparams import HParams, sample_network
 from sne_core.records import STATUS_DIVERGED, NetworkResult
 from sne_core.zoo_network import RunSpec, TrainData, steps_per_epoch, train_network
@@ -134,12 +134,6 @@ def strategy_cache_path() -> Path:
     return Path(os.environ.get("SNE_CACHE_DIR", Path.home() / ".cache" / "sne")) / "zoo_strategy.json"
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu-{os.cpu_count()}cores-{torch.get_num_threads()}threads"
-
-
 def choose_strategy(config: ZooConfig, arch: Arch, data: TrainData, unit: list[HParams], run: RunSpec) -> str:
     """The faster strategy for this (device, arch, group size, batch, amp), measured once and cached
     on disk (strategy_cache_path(); delete it to re-measure). The measurement: one warm-up step,
@@ -150,7 +144,10 @@ def choose_strategy(config: ZooConfig, arch: Arch, data: TrainData, unit: list[H
     if len(unit) == 1:
         return "loop"
     device = data.train_x.device
-    key = "|".join(map(str, (_device_name(device), torch.__version__, arch.spec.to_json(), len(unit),
+    # the CPU's model is in the key: machines of one kind change from session to session, and a
+    # calibration made on another CPU would otherwise be reused
+    machine = describe_device(device) + ("" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
+    key = "|".join(map(str, (machine, torch.__version__, arch.spec.to_json(), len(unit),
                              config.batch_size, config.amp)))
     path = strategy_cache_path()
     try:

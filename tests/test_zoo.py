@@ -239,3 +239,19 @@ def test_cli_prints_the_summary_last(tmp_path, capsys):
     assert rc == 0
     assert out[-2].startswith("zoo mnist/arch1: networks=2 diverged=")
     assert out[-1].startswith("test accuracy quantiles: min=")
+
+
+def test_strategy_calibration_is_cached_per_cpu_model(tdata, tmp_path, monkeypatch):
+    """The cache key names the CPU's model: a calibration made on another machine of the same core
+    count is not reused (machines of one kind change between sessions)."""
+    import json
+    from sne_core.devices import describe_device
+    from sne_core.zoo import choose_strategy, strategy_cache_path
+    monkeypatch.setenv("SNE_CACHE_DIR", str(tmp_path))
+    arch, hps = mixed_hparams("arch1", n=2)
+    run = RunSpec(epochs=1, checkpoint_epochs=(0, 1), batch_size=64, eval_train_images=300)
+    chosen = choose_strategy(tiny(2, strategy="auto"), arch, tdata, hps, run)
+    cache = json.loads(strategy_cache_path().read_text())
+    [(key, entry)] = cache.items()
+    assert key.startswith(f"{describe_device(torch.device('cpu'))}, {torch.get_num_threads()} threads|")
+    assert chosen == entry["strategy"] == min(entry["s_per_network_step"], key=entry["s_per_network_step"].get)
