@@ -96,6 +96,7 @@ SIZES = {
 
 
 INCOMPLETE = 3          # exit status: out of --budget-s with work left; rerun the same command
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"   # calls.json's started_utc
 
 
 def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], bool]:
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
         # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_evaluate_one, todo))
-    calls = _record_call(folder, {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+    calls = _record_call(folder, {"started_utc": time.strftime(UTC_FORMAT, time.gmtime(t0)),
                                                   "wall_s_zoos": round(t_zoos, 1),
                                                   "wall_s_total": round(time.time() - t0, 1)})
     left = [f"{m} on {z}" for m, z in work if not job_path(folder, m, z).is_file()]
@@ -288,8 +289,8 @@ def _record_call(folder: Path, call: dict) -> list[dict]:
 def elapsed_s(calls: list[dict]) -> float:
     """Seconds during which any call ran: calls run side by side (--train-zoos) count once, so this is
     the run's wall-clock time where wall_s_total, their sum, is its process time."""
-    spans = sorted((start, start + c["wall_s_total"]) for c in calls
-                   for start in [calendar.timegm(time.strptime(c["started_utc"], "%Y-%m-%dT%H:%M:%SZ"))])
+    starts = [calendar.timegm(time.strptime(c["started_utc"], UTC_FORMAT)) for c in calls]
+    spans = sorted((start, start + c["wall_s_total"]) for start, c in zip(starts, calls))
     total, end = 0.0, -math.inf
     for a, b in spans:
         total += max(0.0, b - max(a, end))

@@ -1,5 +1,5 @@
-"""The benchmarks run: each was once broken for sessions without anyone noticing (bench.encoder's
-warm-up used one network, which SNE's BatchNorm on the network codes refuses in training mode)."""
+"""The benchmarks run. bench.encoder was broken for sessions without anyone noticing: its warm-up
+used one network, which SNE's BatchNorm on the network codes refuses in training mode."""
 import pytest
 
 from bench.encoder import measure
