@@ -13,8 +13,9 @@ missing, networks (the store) and (method, training zoo) jobs (their rows are ke
 after S seconds and exits with status 3 when something is left: that is how a time-limited device
 call stops cleanly before it is killed; call it again to go on. Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
-raw.csv (one row per seed and cell), tables.md and run.json (with every call's wall time; wall_s_total
-sums them, wall_s_elapsed counts calls that ran side by side once).
+raw.csv (one row per seed and cell), tables.md, run.json (with every call's wall time; wall_s_total
+sums them, wall_s_elapsed counts calls that ran side by side once) and predictions.parquet (every test
+network's predicted and true accuracy, for analysis and composites without a refit).
 """
 from __future__ import annotations
 
@@ -148,7 +149,13 @@ def train_overrides(args) -> dict:
 
 
 def job_path(folder: Path, method: str, train_zoo: str) -> Path:
+    """A job's rows; the file's presence marks the job done."""
     return folder / f"{method}__{train_zoo.replace('/', '__')}.csv"
+
+
+def predictions_path(folder: Path, method: str, train_zoo: str) -> Path:
+    """A job's per-network predictions, written just before its rows (jobs of older runs have none)."""
+    return job_path(folder, method, train_zoo).with_suffix(".preds.parquet")
 
 
 def _evaluate_one(job):
@@ -156,15 +163,18 @@ def _evaluate_one(job):
     import torch
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
-    from sne_core.results import atomic_write_text
+    from sne_core.results import atomic_write_text, predictions_frame, write_predictions
     method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
     config = size.train_config(method, hyper.get(method), device=device, **overrides)
     t0 = time.time()
-    raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train)
+    preds = {}
+    raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train,
+                   on_fit=lambda seed, _result, by_zoo: preds.__setitem__(seed, by_zoo))
     print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
+    write_predictions(predictions_path(folder, method, train_zoo), predictions_frame(method, train_zoo, preds))
     atomic_write_text(job_path(folder, method, train_zoo), raw.to_csv(index=False))
 
 
@@ -217,7 +227,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
     from sne_core.devices import describe_device
-    from sne_core.results import read_raw, write_results
+    from sne_core.results import read_predictions, read_raw, write_predictions, write_results
 
     t0 = time.time()
     deadline = None if args.budget_s is None else t0 + args.budget_s
@@ -257,6 +267,7 @@ def main(argv=None) -> int:
               "run the same command again to resume", flush=True)
         return INCOMPLETE
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
+    saved = [predictions_path(folder, m, z) for m, z in work if predictions_path(folder, m, z).is_file()]
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
@@ -265,8 +276,11 @@ def main(argv=None) -> int:
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),
             "wall_s_elapsed": elapsed_s(calls), "calls": calls,
+            "predictions_jobs": f"{len(saved)} of {len(work)}",
             "command": " ".join([sys.executable, *sys.argv])}
     write_results(out, raw, meta)
+    if saved:    # what the jobs saved, in one file beside the tables
+        write_predictions(out / "predictions.parquet", pd.concat(map(read_predictions, saved), ignore_index=True))
     print((out / "tables.md").read_text())
     print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
           f"over {len(calls)} call(s), {meta['wall_s_elapsed']:.0f} s elapsed -> {out}")

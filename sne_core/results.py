@@ -5,6 +5,8 @@
     raw.csv       one row per (method, train zoo, test zoo, seed): the rows the tables come from
     tables.md     every table as Markdown (with R², L1 and the n/a reasons)
     run.json      sizes, device, wall times, the command
+    predictions.parquet   optional: every test network's predicted and true accuracy (PREDICTION_COLUMNS),
+                  so later analysis or a composite of two methods needs no refit (written with a checksum)
 
 Reading checks every file: a missing file or column, a value of the wrong kind, or a table that
 does not follow from raw.csv is refused with the file and the field named.
@@ -19,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from sne_core.protocols import format_table, tables_from_raw
-from sne_core.store_io import atomic_write_bytes
+from sne_core.store_io import atomic_write_bytes, read_parquet, write_parquet
 
 CSV_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "l1_mean", "seeds"]
 TABLES = ("in_distribution", "cross_dataset", "cross_architecture")
 RAW_COLUMNS = ["method", "train_zoo", "test_zoo", "seed", "tau", "r2", "l1", "note"]
+PREDICTION_COLUMNS = ["method", "train_zoo", "test_zoo", "seed", "model_id", "y_true", "y_pred"]
 
 
 class ResultsError(ValueError):
@@ -49,6 +52,35 @@ def write_results(out: str | Path, raw: pd.DataFrame, meta: dict) -> dict[str, p
     atomic_write_text(out / "tables.md", "\n".join(md))
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
     return tables
+
+
+def predictions_frame(method: str, train_zoo: str, by_seed: dict[int, dict]) -> pd.DataFrame:
+    """{seed: {test_zoo: (model_ids, y_true, y_pred)}} (what `protocols.evaluate` hands `on_fit`) as
+    one row per (seed, test zoo, test network)."""
+    parts = [pd.DataFrame({"method": method, "train_zoo": train_zoo, "test_zoo": zoo, "seed": seed,
+                           "model_id": np.asarray(ids, np.int64), "y_true": np.asarray(true, np.float64),
+                           "y_pred": np.asarray(pred, np.float64)})
+             for seed, preds in sorted(by_seed.items()) for zoo, (ids, true, pred) in preds.items()]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PREDICTION_COLUMNS)
+
+
+def write_predictions(path: str | Path, df: pd.DataFrame) -> None:
+    """Atomically, with the store's checksum, so a truncated or altered file is refused on reading."""
+    from pyarrow.fs import LocalFileSystem
+    import pyarrow as pa
+    # no pandas metadata: the checksum does not cover it, and reading would parse it (plain columns need none)
+    table = pa.Table.from_pandas(df[PREDICTION_COLUMNS], preserve_index=False).replace_schema_metadata(None)
+    write_parquet(LocalFileSystem(), str(Path(path).resolve()), table, {"table": "predictions"},
+                  float_columns=("y_true", "y_pred"))
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A file written by write_predictions; refused (StoreError naming the file) if damaged."""
+    from pyarrow.fs import LocalFileSystem
+    import pyarrow as pa
+    schema = {"model_id": pa.int64(), "seed": pa.int64(), "y_true": pa.float64(), "y_pred": pa.float64()}
+    table, _ = read_parquet(LocalFileSystem(), str(Path(path).resolve()), schema, "predictions")
+    return table.to_pandas()
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:

@@ -171,10 +171,13 @@ def read_parquet(fs: "pafs.FileSystem", path: str, schema: dict[str, pa.DataType
             table = pf.read()
     except FileNotFoundError as e:
         raise StoreFileNotFound(f"{path}: file not found") from e
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:   # a damaged footer can fail to decode
         raise StoreError(f"{path}: not a readable Parquet file (corrupted or truncated?): {e}") from e
     raw = table.schema.metadata or {}
-    meta = {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(META_PREFIX.encode())}
+    try:
+        meta = {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(META_PREFIX.encode())}
+    except UnicodeDecodeError as e:       # the checksum covers the columns, not the footer's metadata
+        raise StoreError(f"{path}: damaged sne.* metadata in the Parquet footer ({e})") from e
     if "schema_version" not in meta or "sha256" not in meta:
         raise StoreError(f"{path}: no sne.schema_version / sne.sha256 metadata; expected a file written by ZooStore")
     if meta["schema_version"] != str(SCHEMA_VERSION):
@@ -212,7 +215,7 @@ def footer_meta(fs: "pafs.FileSystem", path: str, schema: dict[str, pa.DataType]
     try:
         with fs.open_input_file(path) as f:
             arrow_schema = pq.ParquetFile(f).schema_arrow
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:   # a damaged footer can fail to decode
         raise StoreError(f"{path}: not a readable Parquet file (corrupted or truncated?): {e}") from e
     if schema is not None:
         check_schema(path, arrow_schema, schema)

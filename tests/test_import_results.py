@@ -18,8 +18,10 @@ from pipelines.import_results import import_results
 from pipelines.mlflow_tracking import TASK
 from pipelines.resources import MLflowTracker
 from sne_core.cli import main as sne_main
-from sne_core.results import CSV_COLUMNS, TABLES, ResultsError, read_results
-from sne_core.store import ZooStore
+from sne_core.metrics import summarize
+from sne_core.results import (CSV_COLUMNS, TABLES, ResultsError, predictions_frame, read_predictions, read_results,
+                              write_predictions)
+from sne_core.store import StoreError, ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -84,6 +86,45 @@ def test_elapsed_time_counts_side_by_side_calls_once():
     side_by_side = [call("00:00", 110.0), call("01:40", 60.0), call("10:00", 5.0)]
     assert elapsed_s(side_by_side) == 160.0 + 5.0
     assert elapsed_s([call("00:00", 100.0), call("00:10", 20.0)]) == 100.0      # one call inside another
+
+
+def test_predictions_give_back_every_scored_cell(results):
+    """predictions.parquet holds every test network of every scored cell, and the cell's tau follows
+    from it exactly: a composite or an error analysis needs no refit."""
+    preds = read_predictions(results / "predictions.parquet")
+    _, raw, meta = read_results(results)
+    assert meta["predictions_jobs"] == "8 of 8"
+    key = ["method", "train_zoo", "test_zoo", "seed"]
+    cells = dict(list(preds.groupby(key)))
+    scored = raw[np.isfinite(raw["tau"].to_numpy(float))]
+    assert len(scored) and set(cells) == set(map(tuple, scored[key].itertuples(index=False)))
+    for row in scored.itertuples(index=False):
+        cell = cells[(row.method, row.train_zoo, row.test_zoo, row.seed)]
+        assert len(cell) == row.n_test and cell["model_id"].is_unique
+        assert summarize(cell["y_pred"].to_numpy(), cell["y_true"].to_numpy())["tau"] == pytest.approx(row.tau, abs=1e-12)
+
+
+def test_a_damaged_predictions_file_is_refused_or_reads_the_same(tmp_path):
+    """Flip any one byte (every 5th offset): the reader refuses the file, naming it, or (a byte the
+    content does not depend on, e.g. column statistics) reads exactly what was written."""
+    rng = np.random.default_rng(0)
+    df = predictions_frame("sne", "mnist/arch1", {seed: {"mnist/arch1": (np.arange(100), rng.random(100), rng.random(100))}
+                                                  for seed in range(2)})
+    path, damaged = tmp_path / "predictions.parquet", tmp_path / "damaged.parquet"
+    write_predictions(path, df)
+    written, good = read_predictions(path), path.read_bytes()
+    assert written.equals(df)
+    refused = 0
+    for offset in range(0, len(good), 5):
+        data = bytearray(good)
+        data[offset] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        try:
+            assert read_predictions(damaged).equals(written), offset
+        except StoreError as e:
+            assert str(damaged) in str(e)
+            refused += 1
+    assert refused > 0.8 * len(range(0, len(good), 5))
 
 
 def test_hyper_reaches_the_predictor(results, tmp_path):
