@@ -57,11 +57,13 @@ def write_results(out: str | Path, raw: pd.DataFrame, meta: dict) -> dict[str, p
 def predictions_frame(method: str, train_zoo: str, by_seed: dict[int, dict]) -> pd.DataFrame:
     """{seed: {test_zoo: (model_ids, y_true, y_pred)}} (what `protocols.evaluate` hands `on_fit`) as
     one row per (seed, test zoo, test network)."""
-    parts = [pd.DataFrame({"method": method, "train_zoo": train_zoo, "test_zoo": zoo, "seed": seed,
-                           "model_id": np.asarray(ids, np.int64), "y_true": np.asarray(true, np.float64),
-                           "y_pred": np.asarray(pred, np.float64)})
-             for seed, preds in sorted(by_seed.items()) for zoo, (ids, true, pred) in preds.items()]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    def cell(zoo, seed, ids, true, pred):
+        return pd.DataFrame({"method": method, "train_zoo": train_zoo, "test_zoo": zoo, "seed": np.int64(seed),
+                             "model_id": np.asarray(ids, np.int64), "y_true": np.asarray(true, np.float64),
+                             "y_pred": np.asarray(pred, np.float64)})
+    parts = [cell(zoo, seed, *p) for seed, preds in sorted(by_seed.items()) for zoo, p in preds.items()]
+    # a job whose every cell is n/a has no predictions: an empty frame of the same column types
+    return pd.concat(parts, ignore_index=True) if parts else cell("", 0, [], [], [])
 
 
 def write_predictions(path: str | Path, df: pd.DataFrame) -> None:

@@ -19,8 +19,8 @@ from pipelines.mlflow_tracking import TASK
 from pipelines.resources import MLflowTracker
 from sne_core.cli import main as sne_main
 from sne_core.metrics import summarize
-from sne_core.results import (CSV_COLUMNS, TABLES, ResultsError, predictions_frame, read_predictions, read_results,
-                              write_predictions)
+from sne_core.results import (CSV_COLUMNS, PREDICTION_COLUMNS, TABLES, ResultsError, predictions_frame,
+                              read_predictions, read_results, write_predictions)
 from sne_core.store import StoreError, ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,17 @@ def test_predictions_give_back_every_scored_cell(results):
         cell = cells[(row.method, row.train_zoo, row.test_zoo, row.seed)]
         assert len(cell) == row.n_test and cell["model_id"].is_unique
         assert summarize(cell["y_pred"].to_numpy(), cell["y_true"].to_numpy())["tau"] == pytest.approx(row.tau, abs=1e-12)
+
+
+def test_a_job_of_only_n_a_cells_saves_an_empty_predictions_file(tmp_path):
+    # e.g. NFN trained on Arch2: no fit, no predictions, and the run's predictions.parquet still assembles
+    empty = predictions_frame("nfn_np", "mnist/arch2", {})
+    write_predictions(tmp_path / "na.parquet", empty)
+    back = read_predictions(tmp_path / "na.parquet")
+    assert len(back) == 0 and list(back.columns) == PREDICTION_COLUMNS
+    some = predictions_frame("sne", "mnist/arch1", {0: {"mnist/arch1": ([3, 4], [0.5, 0.6], [0.4, 0.7])}})
+    write_predictions(tmp_path / "all.parquet", pd.concat([back, some], ignore_index=True))
+    assert read_predictions(tmp_path / "all.parquet").equals(some)
 
 
 def test_a_damaged_predictions_file_is_refused_or_reads_the_same(tmp_path):
