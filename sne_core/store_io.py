@@ -8,7 +8,8 @@ through `read_parquet`, so the guarantees hold for zoo tables and result frames 
   file; a crash leaves only a `.tmp-*` file that every reader ignores.
 - *Checked twice*: Parquet page CRCs catch bytes flipped on disk before decoding, and a
   sha256 of the decoded columns (file metadata `sne.sha256`) catches everything else
-  (a rewritten file, a buggy copier). Per file, not per row: one vectorised pass over the
+  (a rewritten file, a buggy copier). A third, `sne.meta_sha256`, covers the footer's own
+  metadata (the zoo's protocol, a frame's user metadata), which the column checksum does not. Per file, not per row: one vectorised pass over the
   column buffers, and the file is the unit that is written atomically anyway.
 - *Refused loudly*: any problem raises `StoreError` naming the file and what was expected.
 
@@ -101,6 +102,31 @@ def table_digest(table: pa.Table) -> str:
     return h.hexdigest()
 
 
+META_DIGEST = b"sne.meta_sha256"
+
+
+def metadata_digest(md: dict[bytes, bytes]) -> str:
+    """sha256 over the footer's key-value metadata (sne.* and pandas', all but this digest): the
+    column checksum does not cover it, and a flipped byte there could drop a key or change a value."""
+    h = hashlib.sha256()
+    for k in sorted(k for k in md if k != META_DIGEST):
+        for b in (k, md[k]):
+            h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
+
+
+def _sne_meta(path: str, raw: dict[bytes, bytes]) -> dict[str, str]:
+    """The sne.* metadata without the prefix, refused if damaged. Files written before the metadata
+    digest existed have none, and only the decoding is checked for them."""
+    if META_DIGEST in raw and raw[META_DIGEST] != metadata_digest(raw).encode():
+        raise StoreError(f"{path}: the footer's metadata was altered after it was written "
+                         f"({META_DIGEST.decode()} does not match)")
+    try:
+        return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(META_PREFIX.encode())}
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{path}: damaged sne.* metadata in the Parquet footer ({e})") from e
+
+
 # ---------------------------------------------------------------- write
 
 def write_parquet(fs: "pafs.FileSystem", path: str, table: pa.Table, meta: dict[str, str],
@@ -110,6 +136,7 @@ def write_parquet(fs: "pafs.FileSystem", path: str, table: pa.Table, meta: dict[
     md.update({f"{META_PREFIX}{k}".encode(): str(v).encode() for k, v in meta.items()})
     md[b"sne.schema_version"] = str(SCHEMA_VERSION).encode()
     md[b"sne.sha256"] = table_digest(table).encode()
+    md[META_DIGEST] = metadata_digest(md).encode()
     table = table.replace_schema_metadata(md)
     sink = pa.BufferOutputStream()
     # byte_stream_split + zstd compresses float weights well and keeps every bit;
@@ -173,11 +200,7 @@ def read_parquet(fs: "pafs.FileSystem", path: str, schema: dict[str, pa.DataType
         raise StoreFileNotFound(f"{path}: file not found") from e
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:   # a damaged footer can fail to decode
         raise StoreError(f"{path}: not a readable Parquet file (corrupted or truncated?): {e}") from e
-    raw = table.schema.metadata or {}
-    try:
-        meta = {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(META_PREFIX.encode())}
-    except UnicodeDecodeError as e:       # the checksum covers the columns, not the footer's metadata
-        raise StoreError(f"{path}: damaged sne.* metadata in the Parquet footer ({e})") from e
+    meta = _sne_meta(path, table.schema.metadata or {})
     if "schema_version" not in meta or "sha256" not in meta:
         raise StoreError(f"{path}: no sne.schema_version / sne.sha256 metadata; expected a file written by ZooStore")
     if meta["schema_version"] != str(SCHEMA_VERSION):
@@ -219,5 +242,4 @@ def footer_meta(fs: "pafs.FileSystem", path: str, schema: dict[str, pa.DataType]
         raise StoreError(f"{path}: not a readable Parquet file (corrupted or truncated?): {e}") from e
     if schema is not None:
         check_schema(path, arrow_schema, schema)
-    raw = arrow_schema.metadata or {}
-    return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(META_PREFIX.encode())}
+    return _sne_meta(path, arrow_schema.metadata or {})

@@ -364,6 +364,43 @@ def test_frames_round_trip(tmp_path):
 
 # ---------------------------------------------------------------- refusals
 
+def test_any_flipped_byte_of_a_frame_is_refused_or_changes_nothing(tmp_path):
+    """Every 3rd offset, footer included: a frame's user metadata and pandas' are covered by
+    sne.meta_sha256, so no flip can drop a key or change a value unnoticed."""
+    store = ZooStore(tmp_path)
+    df = pd.DataFrame({"model_id": np.arange(30), "split": ["train", "val", "test"] * 10, "tau": np.linspace(0, 1, 30)})
+    store.write_frame("splits/a.parquet", df, {"seed": 3, "protocol": "nfn"})
+    path = tmp_path / "splits" / "a.parquet"
+    good, ref = path.read_bytes(), store.read_frame("splits/a.parquet")
+    refused = 0
+    for offset in range(0, len(good), 3):
+        data = bytearray(good)
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            back = store.read_frame("splits/a.parquet")
+            assert back.equals(ref) and back.attrs == ref.attrs, offset
+        except StoreError as e:
+            assert str(path) in str(e)
+            refused += 1
+    assert refused > 0.8 * len(range(0, len(good), 3))
+
+
+def test_a_file_from_before_the_metadata_digest_still_reads(tmp_path):
+    store = ZooStore(tmp_path)
+    store.write_frame("splits/a.parquet", pd.DataFrame({"model_id": [1, 2]}), {"seed": 3})
+    path = str(tmp_path / "splits" / "a.parquet")
+    table = pq.read_table(path)
+    md = dict(table.schema.metadata)
+    del md[store_io.META_DIGEST]
+    pq.write_table(table.replace_schema_metadata(md), path)
+    assert store.read_frame("splits/a.parquet").attrs["metadata"] == {"seed": 3}
+    md[b"sne.user_metadata"] = b'{"seed": 4}'             # without the digest, only the columns are checked
+    pq.write_table(table.replace_schema_metadata({**md, store_io.META_DIGEST: table.schema.metadata[store_io.META_DIGEST]}), path)
+    with pytest.raises(StoreError, match="footer's metadata was altered"):
+        store.read_frame("splits/a.parquet")
+
+
 def _layers_file(root) -> str:
     return files(root, "layers/dataset=mnist/arch=arch1/*.parquet")[0]
 
@@ -386,10 +423,18 @@ def test_refuses_truncated_file(zoo, tmp_path):
 
 
 def _flip_byte(path) -> None:
-    """Flip one bit a third of the way into the file (same size, new content)."""
-    data = bytearray(open(path, "rb").read())
-    data[len(data) // 3] ^= 0x40
-    open(path, "wb").write(bytes(data))
+    """Flip one bit from a third of the way into the file on (same size, new content), at the first
+    offset whose flip matters: some bytes (e.g. a column's min/max statistics) change nothing read."""
+    good = open(path, "rb").read()
+    for offset in range(len(good) // 3, len(good)):
+        data = bytearray(good)
+        data[offset] ^= 0x40
+        open(path, "wb").write(bytes(data))
+        try:
+            read_parquet(pafs.LocalFileSystem(), str(path))
+        except StoreError:
+            return
+    raise AssertionError(f"{path}: no flipped bit was refused")
 
 
 def test_refuses_flipped_bytes(zoo, tmp_path):
@@ -485,7 +530,8 @@ def test_refuses_unknown_arch_without_spec(tmp_path):
     (tmp_path / "archs" / "tiny_mlp.json").unlink()
     path = files(tmp_path, "layers/**/*.parquet")[0]
     table = pq.read_table(path)
-    md = {k: v for k, v in table.schema.metadata.items() if k != b"sne.arch_spec"}
+    # a file from before sne.arch_spec (and the metadata digest) existed
+    md = {k: v for k, v in table.schema.metadata.items() if k not in (b"sne.arch_spec", store_io.META_DIGEST)}
     pq.write_table(table.replace_schema_metadata(md), path)
     with pytest.raises(StoreError, match=r"unknown architecture 'tiny_mlp'.*no sne.arch_spec"):
         store.read_weights("mnist", "tiny_mlp")
