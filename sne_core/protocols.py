@@ -149,6 +149,39 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     return _in_order(pd.DataFrame(rows), test_zoos)
 
 
+def compose(method: str, part_raws: list, part_predictions: list):
+    """A composite method's rows and predictions (`Method.parts`, e.g. sne_statnn: the mean logit of
+    its parts, sne_core.ensemble) from its parts' saved test predictions instead of a refit. The parts
+    of a composite are trained exactly as the parts run alone (own defaults, the same seed), so this is
+    the composite's result, up to float rounding of the logits recovered from the saved probabilities
+    (tests/test_import_results.py: within 1e-6 of a refit). A cell is n/a if any part's is. Rows carry no validation metrics: only test predictions are saved."""
+    import pandas as pd
+    on = ["test_zoo", "seed", "model_id"]
+    merged = part_predictions[0][on + ["y_true"]]
+    for i, p in enumerate(part_predictions):
+        merged = merged.merge(p[on + ["y_pred"]].rename(columns={"y_pred": f"part{i}"}), on=on)
+    # predict() returns float32 sigmoids: their logits come back exactly, except from a probability that
+    # rounded to 0 (logit < -103) or 1 (logit > 16.6); those are held at the nearest float32 values
+    probs = np.clip(merged[[f"part{i}" for i in range(len(part_predictions))]].to_numpy(np.float64),
+                    float(np.finfo(np.float32).smallest_subnormal), 1 - 2.0 ** -24)
+    merged["y_pred"] = 1.0 / (1.0 + np.exp(-(np.log(probs) - np.log1p(-probs)).mean(axis=1)))   # sigmoid(mean logit)
+    cells = dict(list(merged.groupby(["test_zoo", "seed"])))
+    rows = []
+    for r in part_raws[0].itertuples(index=False):
+        parts = [pr[(pr["test_zoo"] == r.test_zoo) & (pr["seed"] == r.seed)].iloc[0] for pr in part_raws]
+        na = next((str(q["note"]) for q in parts if str(q["note"]).startswith("n/a")), None)
+        if na is not None:
+            rows.append(_row(method, r.train_zoo, r.test_zoo, r.seed, note=na))
+            continue
+        cell = cells[(r.test_zoo, r.seed)].sort_values("model_id")
+        metrics = summarize(cell["y_pred"].to_numpy(), cell["y_true"].to_numpy())
+        rows.append(_row(method, r.train_zoo, r.test_zoo, r.seed, metrics, "composed from its parts' predictions",
+                         fit_seconds=sum(float(q["fit_seconds"]) for q in parts), n_train=int(parts[0]["n_train"]),
+                         n_test=len(cell)))
+    preds = merged.assign(method=method, train_zoo=part_raws[0]["train_zoo"].iloc[0])
+    return pd.DataFrame(rows), preds
+
+
 def _in_order(raw, test_zoos: list[str]):
     """Rows by seed, then test zoo in the order asked for."""
     rank = {t: i for i, t in enumerate(test_zoos)}

@@ -104,6 +104,32 @@ def test_predictions_give_back_every_scored_cell(results):
         assert summarize(cell["y_pred"].to_numpy(), cell["y_true"].to_numpy())["tau"] == pytest.approx(row.tau, abs=1e-12)
 
 
+def test_a_composite_is_composed_from_its_parts_predictions_as_a_refit_would_give(results, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(results, run)                        # its sne and statnn jobs, with their predictions
+    composed = _paper_tables(run, "--store", str(run / "store"), "--methods", "statnn,sne,sne_statnn")
+    assert composed.returncode == 0, composed.stderr[-3000:]
+    assert "0 to run, 1 at a time, ['sne_statnn'] composed from their parts" in composed.stdout
+    refit = _paper_tables(tmp_path / "refit", "--store", str(run / "store"), "--methods", "sne_statnn")
+    assert refit.returncode == 0 and "1 at a time\n" in refit.stdout, refit.stderr[-3000:]
+    key = ["train_zoo", "test_zoo", "seed"]
+    a = read_results(run)[1].query("method == 'sne_statnn'").sort_values(key).reset_index(drop=True)
+    b = read_results(tmp_path / "refit")[1].sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) == 32 and a[key].equals(b[key])
+    np.testing.assert_allclose(a["tau"].to_numpy(float), b["tau"].to_numpy(float), atol=1e-6)
+    np.testing.assert_allclose(a["r2"].to_numpy(float), b["r2"].to_numpy(float), rtol=1e-6)   # r2 of -30 at smoke size
+    pa_, pb = (read_predictions(d / "predictions.parquet").query("method == 'sne_statnn'") for d in (run, tmp_path / "refit"))
+    both = pa_.merge(pb, on=key + ["model_id"])
+    assert len(both) == len(pb) and np.abs(both["y_pred_x"] - both["y_pred_y"]).max() < 1e-6
+    # a part whose job predates the saved predictions: refused with what to do, nothing composed
+    jobs = next(run.glob("jobs-*"))
+    (jobs / "sne_statnn__mnist__arch1.csv").unlink()
+    (jobs / "sne__mnist__arch1.preds.parquet").unlink()
+    stale = _paper_tables(run, "--store", str(run / "store"), "--methods", "statnn,sne,sne_statnn")
+    assert stale.returncode != 0 and "its part sne's job" in stale.stderr and "delete that file" in stale.stderr
+    assert not (jobs / "sne_statnn__mnist__arch1.csv").exists()
+
+
 def test_a_job_of_only_n_a_cells_saves_an_empty_predictions_file(tmp_path):
     # e.g. NFN trained on Arch2: no fit, no predictions, and the run's predictions.parquet still assembles
     empty = predictions_frame("nfn_np", "mnist/arch2", {})
