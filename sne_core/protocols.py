@@ -154,7 +154,8 @@ def compose(method: str, part_raws: list, part_predictions: list):
     its parts, sne_core.ensemble) from its parts' saved test predictions instead of a refit. The parts
     of a composite are trained exactly as the parts run alone (own defaults, the same seed), so this is
     the composite's result, up to float rounding of the logits recovered from the saved probabilities
-    (tests/test_import_results.py: within 1e-6 of a refit). A cell is n/a if any part's is. Rows carry no validation metrics: only test predictions are saved."""
+    (tests/test_import_results.py: within 1e-6 of a refit). A cell is n/a if any part's is. Rows carry
+    no validation metrics: only test predictions are saved."""
     import pandas as pd
     on = ["test_zoo", "seed", "model_id"]
     merged = part_predictions[0][on + ["y_true"]]
@@ -175,7 +176,9 @@ def compose(method: str, part_raws: list, part_predictions: list):
             continue
         cell = cells[(r.test_zoo, r.seed)].sort_values("model_id")
         metrics = summarize(cell["y_pred"].to_numpy(), cell["y_true"].to_numpy())
-        rows.append(_row(method, r.train_zoo, r.test_zoo, r.seed, metrics, "composed from its parts' predictions",
+        note = "composed from its parts' predictions" if math.isfinite(metrics["tau"]) else \
+            "tau undefined: constant prediction"
+        rows.append(_row(method, r.train_zoo, r.test_zoo, r.seed, metrics, note,
                          fit_seconds=sum(float(q["fit_seconds"]) for q in parts), n_train=int(parts[0]["n_train"]),
                          n_test=len(cell)))
     preds = merged.assign(method=method, train_zoo=part_raws[0]["train_zoo"].iloc[0])
