@@ -283,8 +283,8 @@ def main(argv=None) -> int:
         # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_evaluate_one, todo))
-    for m, z in work:
-        if m in composed and z in runs_here and complete and not job_path(folder, m, z).is_file():
+    for m, z in work if complete else []:
+        if m in composed and z in runs_here and not job_path(folder, m, z).is_file():
             _compose_one(folder, m, z)
     calls = _record_call(folder, {"started_utc": time.strftime(UTC_FORMAT, time.gmtime(t0)),
                                                   "wall_s_zoos": round(t_zoos, 1),
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
-            "methods": args.methods.split(","), "seeds": args.seeds, "hyper": args.hyper,
+            "methods": methods, "seeds": args.seeds, "hyper": args.hyper,
             "device": describe_device(torch.device("cuda" if cuda else "cpu")),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),

@@ -157,6 +157,7 @@ def compose(method: str, part_raws: list, part_predictions: list):
     (tests/test_import_results.py: within 1e-6 of a refit). A cell is n/a if any part's is. Rows carry
     no validation metrics: only test predictions are saved."""
     import pandas as pd
+    from scipy.special import expit, logit
     on = ["test_zoo", "seed", "model_id"]
     merged = part_predictions[0][on + ["y_true"]]
     for i, p in enumerate(part_predictions):
@@ -165,7 +166,7 @@ def compose(method: str, part_raws: list, part_predictions: list):
     # rounded to 0 (logit < -103) or 1 (logit > 16.6); those are held at the nearest float32 values
     probs = np.clip(merged[[f"part{i}" for i in range(len(part_predictions))]].to_numpy(np.float64),
                     float(np.finfo(np.float32).smallest_subnormal), 1 - 2.0 ** -24)
-    merged["y_pred"] = 1.0 / (1.0 + np.exp(-(np.log(probs) - np.log1p(-probs)).mean(axis=1)))   # sigmoid(mean logit)
+    merged["y_pred"] = expit(logit(probs).mean(axis=1))         # sigmoid of the mean logit
     cells = dict(list(merged.groupby(["test_zoo", "seed"])))
     rows = []
     for r in part_raws[0].itertuples(index=False):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow.fs import LocalFileSystem   # already loaded by sne_core.store_io
 
 from sne_core.protocols import format_table, tables_from_raw
 from sne_core.store_io import atomic_write_bytes, read_parquet, write_parquet
@@ -35,7 +37,6 @@ class ResultsError(ValueError):
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that readers see the old file or the whole new one, never a part."""
-    from pyarrow.fs import LocalFileSystem
     atomic_write_bytes(LocalFileSystem(), str(path.resolve()), text.encode())   # the store's atomic write
 
 
@@ -68,8 +69,6 @@ def predictions_frame(method: str, train_zoo: str, by_seed: dict[int, dict]) -> 
 
 def write_predictions(path: str | Path, df: pd.DataFrame) -> None:
     """Atomically, with the store's checksum, so a truncated or altered file is refused on reading."""
-    from pyarrow.fs import LocalFileSystem
-    import pyarrow as pa
     # no pandas metadata: the checksum does not cover it, and reading would parse it (plain columns need none)
     table = pa.Table.from_pandas(df[PREDICTION_COLUMNS], preserve_index=False).replace_schema_metadata(None)
     write_parquet(LocalFileSystem(), str(Path(path).resolve()), table, {"table": "predictions"},
@@ -78,8 +77,6 @@ def write_predictions(path: str | Path, df: pd.DataFrame) -> None:
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """A file written by write_predictions; refused (StoreError naming the file) if damaged."""
-    from pyarrow.fs import LocalFileSystem
-    import pyarrow as pa
     schema = {"model_id": pa.int64(), "seed": pa.int64(), "y_true": pa.float64(), "y_pred": pa.float64()}
     table, _ = read_parquet(LocalFileSystem(), str(Path(path).resolve()), schema, "predictions")
     return table.to_pandas()
