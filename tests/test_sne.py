@@ -30,9 +30,13 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-@pytest.mark.parametrize("log_floor", [0.0, 0.01])   # with and without the log-magnitude channel
-def test_code_of_a_network_does_not_depend_on_its_batch(log_floor):
-    m = model(log_floor=log_floor)
+# without input channels beyond the linear one, with the log-magnitude channel, and with its value bins
+CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8)]
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_code_of_a_network_does_not_depend_on_its_batch(channels):
+    m = model(**channels)
     a1, a2, big = nets(ARCH1, 3, 1), nets(ARCH2, 2, 2), nets(BIG, 2, 3)
     with torch.no_grad():
         alone = m.encode([a1.subset([1])])                     # [1, h]
@@ -99,9 +103,9 @@ def _loss_and_grads(m, groups):
     return logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
 
 
-@pytest.mark.parametrize("log_floor", [0.0, 0.01])
-def test_gradients_reach_every_parameter(log_floor):
-    m = model(log_floor=log_floor).train()
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_gradients_reach_every_parameter(channels):
+    m = model(**channels).train()
     _, grads = _loss_and_grads(m, [nets(ARCH1, 3, 0), nets(ARCH2, 2, 1)])
     assert set(grads) == {n for n, _ in m.named_parameters()}
     dead = [n for n, g in grads.items() if not torch.isfinite(g).all() or g.abs().sum() == 0]
