@@ -76,7 +76,8 @@ class SNEConfig:
     # of a pooled code gives the spread and quantiles of a tensor. Those per-tensor quantiles are what
     # StatNN and GBM rank these zoos with, and what SNE, fed each value as one linear feature, did not
     # learn to compute from 800 networks (docs/RESULTS.md, sessions 11-12). Off by default: measured
-    # once, +0.003 test tau and +0.014 validation tau, within seed noise (docs/RESULTS.md, "Session 15"). s spans about +-7 for values up to ~10x their type's RMS (log_floor 0.01).
+    # once, +0.003 test tau and +0.014 validation tau, within seed noise (docs/RESULTS.md, "Session 15").
+    # s spans about +-7 for values up to ~10x their type's RMS (log_floor 0.01).
     value_bins: int = 0
     value_range: float = 7.5
 
@@ -158,6 +159,7 @@ class SNE(nn.Module):
                              f"got value_bins={cfg.value_bins}, log_floor={cfg.log_floor}")
         if cfg.value_bins:   # one projection per (kernel position, bin), indexed by position like `embed`
             self.register_buffer("bin_centres", torch.linspace(-cfg.value_range, cfg.value_range, cfg.value_bins))
+            self.bin_width = 2 * cfg.value_range / max(cfg.value_bins - 1, 1)   # the spacing of the centres
             self.embed_bins = nn.Linear(cfg.max_kernel ** 2 * cfg.value_bins, h, bias=False)
         else:
             self.embed_bins = None
@@ -263,8 +265,7 @@ class SNE(nn.Module):
     def _embed_bins(self, log_mag: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Signed log magnitudes [n, c, e] -> their soft one-hots over the bins, projected: [n, c, h]."""
         B = self.config.value_bins
-        width = 2 * self.config.value_range / max(B - 1, 1)
-        bins = torch.exp(-0.5 * ((log_mag[..., None] - self.bin_centres) / width) ** 2)   # [n, c, e, B]
+        bins = torch.exp(-0.5 * ((log_mag[..., None] - self.bin_centres) / self.bin_width) ** 2)   # [n, c, e, B]
         weight = self.embed_bins.weight.view(-1, self.config.max_kernel ** 2, B)[:, index]  # [h, e, B]
         return F.linear(bins.flatten(2), weight.flatten(1))
 
