@@ -35,12 +35,9 @@ def subsample(data, n: int, seed: int):
     """The first n networks of a seeded permutation of `data` (a ZooData), in their stored order."""
     import torch
     from sne_core.protocols import seeded_subset
-    from sne_core.train import ZooData
     if n > len(data):
         raise SystemExit(f"learning_curve: --sizes asks for {n} training networks, but {data.zoo} has {len(data)}")
-    idx = seeded_subset(len(data), n, seed)
-    groups, y = data.batch(torch.from_numpy(idx))
-    return ZooData(groups, y, data.model_ids[idx], zoo=f"{data.zoo}[{n}]")
+    return data.subset(torch.from_numpy(seeded_subset(len(data), n, seed)), zoo=f"{data.zoo}[{n}]")
 
 
 def _fit_one(job) -> dict:

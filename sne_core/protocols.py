@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from sne_core.aux_targets import aux_targets
 from sne_core.encoders import UnsupportedArchitecture
 from sne_core.methods import check_method_arch, get_method
 from sne_core.metrics import summarize
@@ -72,7 +73,8 @@ def load_zoo(store, zoo, part: str, split_seed: int = 0, checkpoints: str = "fin
     if len(ws) != len(got) or set(got.tolist()) != set(ids.tolist()):
         raise ValueError(f"zoo {zoo_name(zoo)}: store returned {len(got)} networks for the {len(ids)} model ids "
                          f"of split part {part!r}; the weight files and the models table disagree")
-    return ZooData([ws], models["test_acc"].to_numpy(np.float32), got, zoo=f"{zoo_name(zoo)}:{part}")
+    return ZooData([ws], models["test_acc"].to_numpy(np.float32), got, zoo=f"{zoo_name(zoo)}:{part}",
+                   aux=aux_targets(models))
 
 
 def _all_checkpoints(store, dataset: str, arch: str, ids, part: str) -> ZooData:
@@ -83,7 +85,7 @@ def _all_checkpoints(store, dataset: str, arch: str, ids, part: str) -> ZooData:
     keep = np.flatnonzero(np.isfinite(acc))
     keep = keep[np.lexsort((rows["model_id"].to_numpy()[keep], rows["epoch"].to_numpy()[keep]))]
     return ZooData([ws.subset(keep)], acc[keep].astype(np.float32), rows["model_id"].to_numpy(np.int64)[keep],
-                   zoo=f"{dataset}/{arch}:{part}:all-checkpoints")
+                   zoo=f"{dataset}/{arch}:{part}:all-checkpoints", aux=aux_targets(rows.iloc[keep]))
 
 
 def _row(method, train_zoo, test_zoo, seed, metrics=None, note="", **extra) -> dict:

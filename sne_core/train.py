@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sne_core.aux_targets import AuxHead, check_targets, statistic_targets
 from sne_core.devices import resolve_device
 from sne_core.ensemble import NOT_A_MEMBER, Ensemble
 from sne_core.methods import get_method
@@ -81,6 +82,13 @@ class TrainConfig:
     # at 1 it moved test tau by +0.006 (SNE, StatNN) and +0.003 (StatNN, 1,600 networks) on MNIST/Arch2,
     # within seed noise, with validation tau down at 800 networks and R² down by ~0.03 (docs/RESULTS.md, session 12).
     rank_weight: float = 0.0
+    # Auxiliary targets (sne_core.aux_targets): a second head on the encoder's code predicts more about
+    # each training network, and is dropped after training. > 0 adds this times its loss: `aux_weight`
+    # for the zoo's records of the network (hyperparameters, train/test metrics), `stats_weight` for
+    # StatNN's statistics of its own tensors. Only for predictors with a learned code
+    # (`forward(groups, return_code=True)`: SNE). None = the method's default (sne_core.methods.Method).
+    aux_weight: float | None = None
+    stats_weight: float | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -89,6 +97,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_epochs must be a finite number >= 0, got {self.ema_epochs!r}")
         if not _finite_nonnegative(self.rank_weight):
             raise ValueError(f"TrainConfig.rank_weight must be a finite number >= 0, got {self.rank_weight!r}")
+        for name in ("aux_weight", "stats_weight"):                   # None = the method's
+            if getattr(self, name) is not None and not _finite_nonnegative(getattr(self, name)):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.train_checkpoints not in ("final", "all"):
             raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
@@ -109,6 +120,7 @@ class ZooData:
     y: torch.Tensor                 # [N] float32 test accuracy in [0, 1]
     model_ids: np.ndarray           # [N]
     zoo: str = ""
+    aux: torch.Tensor | None = None  # [N, len(aux_targets.TARGETS)] the zoo's other records (NaN = undefined)
 
     def __post_init__(self):
         n = sum(len(g) for g in self.groups)
@@ -121,12 +133,23 @@ class ZooData:
         if not torch.isfinite(self.y).all() or self.y.min() < 0 or self.y.max() > 1:
             raise ValueError(f"zoo {self.zoo!r}: field 'test_acc' must be finite accuracies in [0, 1], "
                              f"got range [{self.y.min():.4g}, {self.y.max():.4g}]")
+        if self.aux is not None:
+            self.aux = torch.as_tensor(self.aux, dtype=torch.float32)
+            check_targets(self.aux, n, self.zoo)
 
     def __len__(self) -> int:
         return self.y.numel()
 
     def to(self, device) -> "ZooData":
-        return ZooData([g.to(device) for g in self.groups], self.y.to(device), self.model_ids, self.zoo)
+        aux = None if self.aux is None else self.aux.to(device)
+        return ZooData([g.to(device) for g in self.groups], self.y.to(device), self.model_ids, self.zoo, aux)
+
+    def subset(self, idx, zoo: str | None = None) -> "ZooData":
+        """The networks at global indices `idx` (kept in stored order), targets and records with them."""
+        idx = torch.sort(torch.as_tensor(idx).cpu()).values
+        groups, y = self.batch(idx)
+        aux = None if self.aux is None else self.aux[idx.to(self.aux.device)]
+        return ZooData(groups, y, self.model_ids[idx.numpy()], zoo or self.zoo, aux)
 
     def batch(self, idx: torch.Tensor) -> tuple[list[WeightSet], torch.Tensor]:
         """Networks at global indices `idx` (sorted, so outputs come back in group order) and their y."""
@@ -275,6 +298,11 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     train_dev, val_dev = train.to(device), val.to(device)
     if hasattr(model, "prepare"):       # e.g. input standardisation fitted on training networks only
         model.prepare(train_dev.groups)
+    w_rec = method.aux_weight if config.aux_weight is None else config.aux_weight
+    w_stat = method.stats_weight if config.stats_weight is None else config.stats_weight
+    aux_head, stats = _aux_head(model, method.name, train_dev, w_rec, w_stat, device)
+    if aux_head is not None:            # trained with the predictor, never part of what fit returns
+        opt.add_param_group({"params": list(aux_head.parameters())})
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch)
@@ -285,15 +313,25 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
     for epoch in range(config.epochs):
         model.train()
-        sums = torch.zeros(4, device=device)          # loss, bce, rank, penalty summed over networks
+        if aux_head is not None:
+            aux_head.train()
+        sums = torch.zeros(6, device=device)          # loss, bce, rank, penalty, aux, stats summed over networks
+        zero = torch.zeros((), device=device)
         for idx in network_batches(torch.randperm(len(train), generator=gen), config.batch_size):
+            idx = torch.sort(idx).values.to(device)        # batch order = the order batch() returns
             groups, y = train_dev.batch(idx)               # y: [B]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(groups).float()             # [B]
+                if aux_head is None:
+                    logits, aux, stat = model(groups).float(), zero, zero            # [B]
+                else:
+                    logits, z = model(groups, return_code=True)                      # [B], [B, d]
+                    aux, stat = aux_head.loss(z, train_dev.aux[idx] if w_rec > 0 else None,
+                                              stats[idx] if w_stat > 0 else None)
+                    logits = logits.float()
                 bce = F.binary_cross_entropy_with_logits(logits, y)
-                rank = pairwise_rank_loss(logits, y) if config.rank_weight > 0 else torch.zeros((), device=device)
-                penalty = invariance_penalty(model, groups, logits, gen) if v > 0 else torch.zeros((), device=device)
-            loss = bce + config.rank_weight * rank + v * penalty
+                rank = pairwise_rank_loss(logits, y) if config.rank_weight > 0 else zero
+                penalty = invariance_penalty(model, groups, logits, gen) if v > 0 else zero
+            loss = bce + config.rank_weight * rank + v * penalty + w_rec * aux + w_stat * stat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -301,11 +339,11 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
                 sched.step()
             if ema is not None:
                 ema.update(model)
-            sums += torch.stack([loss, bce, rank, penalty]).detach() * len(y)   # no host sync per step
+            sums += torch.stack([loss, bce, rank, penalty, aux, stat]).detach() * len(y)   # no host sync per step
         live = ema.swap_in(model) if ema is not None else None      # validate the average
         recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
-        train_m = dict(zip(("loss", "bce", "rank", "penalty"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
+        train_m = dict(zip(("loss", "bce", "rank", "penalty", "aux", "stats"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
         history.append({"epoch": epoch, **metrics})
         if log is not None:
@@ -324,6 +362,24 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             break
     model.load_state_dict(best_state)
     return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
+
+
+def _aux_head(model, method: str, train: ZooData, w_rec: float, w_stat: float, device):
+    """(auxiliary head for `model`'s code, the training networks' statistics targets or None) when either
+    weight is > 0 (see sne_core.aux_targets), else (None, None)."""
+    if w_rec == 0 and w_stat == 0:
+        return None, None
+    code_dim = getattr(model, "code_dim", None)
+    if code_dim is None:
+        raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}) need a "
+                         "predictor with a learned code (a `code_dim` attribute and forward(groups, return_code=True)); "
+                         "set both weights to 0 for it")
+    if w_rec > 0:
+        check_targets(train.aux, len(train), train.zoo)
+    stats = statistic_targets(train.groups).to(device) if w_stat > 0 else None
+    head = AuxHead(code_dim, 0 if stats is None else stats.shape[1]).to(device)
+    head.fit_scale(train.aux.cpu() if w_rec > 0 else None, None if stats is None else stats.cpu())
+    return head, stats
 
 
 def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[str], train: ZooData,

@@ -48,6 +48,8 @@ def test_config_and_registry_errors():
     assert {"sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp"} <= set(METHODS)
     assert [m for m, spec in METHODS.items() if spec.invariance_weight > 0] == ["sne"]
     assert [m for m, spec in METHODS.items() if spec.ema_epochs > 0] == ["sne"]     # averaging: SNE only
+    assert [m for m, spec in METHODS.items() if spec.stats_weight > 0] == ["sne"]   # needs a learned code
+    assert all(spec.aux_weight == 0 for spec in METHODS.values())
 
 
 def test_check_method_arch():

@@ -337,6 +337,13 @@ class SNE(nn.Module):
             (ch.layer_net, ch.layer_depth), torch.ones_like(ch.layer_depth, dtype=torch.bool))
         return self.pool_net(self.phi4(X, mask), mask)                 # z [B, h]
 
-    def forward(self, groups: list[WeightSet]) -> torch.Tensor:
-        """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss)."""
-        return self.head(self.encode(groups)).squeeze(-1)
+    @property
+    def code_dim(self) -> int:
+        return self.config.hidden
+
+    def forward(self, groups: list[WeightSet], return_code: bool = False):
+        """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss), and
+        with return_code the network codes z [B, h] too (for the auxiliary head, sne_core.aux_targets)."""
+        z = self.encode(groups)
+        logits = self.head(z).squeeze(-1)
+        return (logits, z) if return_code else logits

@@ -1,0 +1,158 @@
+"""Auxiliary targets: more to predict from a training network's code than its test accuracy.
+
+Only the weights reach a predictor at test time, but during training a second head on the encoder's
+code z can be asked to predict more about each training network (multi-task), and is dropped
+afterwards. Why: from 800 networks SNE did not learn to read the marks that dropout, the learning rate
+or the amount of training data leave on the weights, nor the per-tensor statistics StatNN and GBM rank
+these zoos with; it could not reproduce GBM's ranking even when trained on it (docs/RESULTS.md,
+sessions 11-12). More labels per network tell the encoder what to look for. Two kinds, each its own
+loss weight (TrainConfig.aux_weight, TrainConfig.stats_weight):
+
+- records: what the zoo's `models` table holds about the network. Regression (standardised on the
+  training networks, MSE): log lr, log L2, dropout, log train fraction, log init std (std-based inits
+  only), train accuracy, log train loss, log test loss. Classes (cross-entropy): optimizer, weight
+  init, activation. Labels, so training networks only, like the test accuracy itself.
+- statistics: StatNN's 7 numbers (mean, variance, 0/25/50/75/100 % quantiles) of each of the
+  network's own tensors, zero-padded slots left out. Self-supervised: computed from the weights.
+
+Targets are [N, k] float tensors, NaN where a value is not defined for a network.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sne_core.baselines.statnn import N_STATS, tensor_statistics
+from sne_core.hparams import ACTIVATIONS, INITS, OPTIMIZERS
+from sne_core.weights import WeightSet
+
+STD_INITS = ("normal", "truncated_normal")   # the inits whose init_std is used (sne_core.hparams)
+# Statistics span decades across a zoo (variances ~1e-6 to 1): compared as sign(x) log1p(|x| / floor),
+# then standardised. 1e-3 sits under the typical weight (~0.01-0.3), so small ones still spread out.
+STAT_FLOOR = 1e-3
+
+
+def _log(x) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.asarray(x, dtype=np.float64))
+
+
+# name -> how a `models` frame gives it: regression targets a float column, classes an index
+REGRESSION = {
+    "log_lr": lambda m: _log(m["lr"]),
+    "log_l2": lambda m: _log(m["l2"]),
+    "dropout": lambda m: m["dropout"].to_numpy(np.float64),
+    "log_train_fraction": lambda m: _log(m["train_fraction"]),
+    "log_init_std": lambda m: np.where(m["init"].isin(STD_INITS), _log(m["init_std"]), np.nan),
+    "train_acc": lambda m: m["train_acc"].to_numpy(np.float64),
+    "log_train_loss": lambda m: _log(m["train_loss"]),
+    "log_test_loss": lambda m: _log(m["test_loss"]),
+}
+CLASSES = {"optimizer": OPTIMIZERS, "init": INITS, "activation": ACTIVATIONS}
+TARGETS = (*REGRESSION, *CLASSES)          # the record targets' columns, in order
+
+
+def aux_targets(models) -> torch.Tensor:
+    """A `models` frame (rows in the ZooData's order) -> record targets [N, len(TARGETS)], NaN where undefined."""
+    missing = sorted({"lr", "l2", "dropout", "train_fraction", "init", "init_std", "train_acc", "train_loss",
+                      "test_loss", *CLASSES} - set(models.columns))
+    if missing:
+        raise ValueError(f"auxiliary targets: the models frame lacks column(s) {missing}")
+    cols = [fn(models) for fn in REGRESSION.values()]
+    for name, classes in CLASSES.items():
+        index = {c: i for i, c in enumerate(classes)}
+        cols.append(np.array([index.get(v, np.nan) for v in models[name]], dtype=np.float64))
+    out = np.stack(cols, axis=1)
+    out[~np.isfinite(out)] = np.nan            # log of 0 or a NaN loss: undefined, not a target
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def statistic_targets(groups: list[WeightSet]) -> torch.Tensor:
+    """Weight statistics targets [N, T * N_STATS] over the groups in order, T = the most tensors any
+    group's architecture has (so any depth works, unlike StatNN's fixed input): StatNN's per-tensor
+    statistics, compressed (STAT_FLOOR); NaN in the slots past an architecture's last tensor."""
+    t = max(len(ws.arch.layout) for ws in groups)
+    out = []
+    for ws in groups:
+        s = tensor_statistics(ws, t).view(len(ws), t, N_STATS).float()
+        s = torch.sign(s) * torch.log1p(s.abs() / STAT_FLOOR)
+        s[:, len(ws.arch.layout):] = float("nan")
+        out.append(s.reshape(len(ws), t * N_STATS))
+    return torch.cat(out)
+
+
+def check_targets(targets: torch.Tensor | None, n: int, zoo: str) -> None:
+    if targets is None:
+        raise ValueError(f"zoo {zoo!r}: auxiliary record targets were asked for (TrainConfig.aux_weight > 0) but "
+                         "the ZooData has none (load it with sne_core.protocols.load_zoo, which reads them from "
+                         "the store's models table)")
+    if targets.shape != (n, len(TARGETS)):
+        raise ValueError(f"zoo {zoo!r}: auxiliary targets have shape {tuple(targets.shape)}, expected "
+                         f"({n}, {len(TARGETS)}) for targets {list(TARGETS)}")
+
+
+def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and std over the defined (finite) values; std 1 where a column is constant."""
+    x = x.double()
+    ok = torch.isfinite(x)
+    n = ok.sum(0).clamp(min=1)
+    mean = torch.where(ok, x, 0).sum(0) / n
+    var = torch.where(ok, (x - mean) ** 2, 0).sum(0) / n
+    return mean.float(), torch.where(var > 0, var.sqrt(), torch.ones_like(var)).float()
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """Mean squared error over the defined target values, None when there are none."""
+    ok = torch.isfinite(target)
+    return F.mse_loss(pred[ok], target[ok]) if ok.any() else None
+
+
+class AuxHead(nn.Module):
+    """code z [B, d] -> BatchNorm -> MLP -> the record targets' outputs (one per regression target, one
+    logit per class) and one output per statistics target. `fit_scale` standardises the regression
+    targets on the training networks, so each weighs alike; `loss` gives one loss per kind."""
+
+    def __init__(self, dim: int, n_stats: int, hidden: int = 64):
+        super().__init__()
+        self.n_stats = n_stats          # statistic_targets' width for the training networks
+        self.n_reg, self.n_classes = len(REGRESSION), [len(c) for c in CLASSES.values()]
+        self.n_records = self.n_reg + sum(self.n_classes)
+        self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, self.n_records + n_stats))
+        for name, k in (("reg", self.n_reg), ("stat", n_stats)):
+            self.register_buffer(f"{name}_mean", torch.zeros(k))
+            self.register_buffer(f"{name}_std", torch.ones(k))
+
+    @torch.no_grad()
+    def fit_scale(self, records: torch.Tensor | None, stats: torch.Tensor | None) -> None:
+        for name, x in (("reg", None if records is None else records[:, :self.n_reg]), ("stat", stats)):
+            if x is not None:
+                mean, std = _standardise(x)
+                getattr(self, f"{name}_mean").copy_(mean)
+                getattr(self, f"{name}_std").copy_(std)
+
+    def loss(self, z: torch.Tensor, records: torch.Tensor | None, stats: torch.Tensor | None):
+        """z [B, d]; records [B, len(TARGETS)], stats [B, n_stats] or None (not asked for) ->
+        (records loss, statistics loss): each the mean over its targets of the loss over defined values."""
+        out = self.net(z).float()                                            # [B, n_records + n_stats]
+        zero = out.sum() * 0.0
+        rec = stat = zero
+        if records is not None:
+            terms = []
+            reg = (records[:, :self.n_reg] - self.reg_mean) / self.reg_std   # [B, n_reg]
+            terms += [t for j in range(self.n_reg) if (t := _masked_mse(out[:, j], reg[:, j])) is not None]
+            start = self.n_reg
+            for j, k in enumerate(self.n_classes):
+                y = records[:, self.n_reg + j]
+                has = torch.isfinite(y)
+                if has.any():
+                    terms.append(F.cross_entropy(out[has, start:start + k], y[has].long()))
+                start += k
+            rec = torch.stack(terms).mean() if terms else zero
+        if stats is not None:
+            target = (stats - self.stat_mean) / self.stat_std                  # [B, n_stats]
+            stat = _masked_mse(out[:, self.n_records:], target)
+            stat = zero if stat is None else stat
+        return rec, stat
