@@ -151,13 +151,15 @@ TINY = register_arch(parse_spec({"name": "tiny_train_test", "layers": [
 def test_overfits_a_tiny_zoo(tmp_path, method):
     """The predictor memorises 8 networks of a small arch through the shared loop: train tau near 1.
     No invariance penalty here: every TINY layer fits in one chunk, so SNE is exactly invariant to its
-    hidden permutations (measured |f(x) - f(gx)| ~ 1e-7) and the penalty would only double the cost."""
+    hidden permutations (measured |f(x) - f(gx)| ~ 1e-7) and the penalty would only double the cost.
+    SNE keeps its default statistics targets, which share its code with the accuracy: with them it
+    needs ~60 epochs here (train tau 0.79 after 30, 1.0 after 60; without them 1.0 after 30)."""
     store = ZooStore(tmp_path / "store")
     write_synthetic_zoo(store, "mnist", TINY, 8)
     ws, models = store.read_weights("mnist", TINY.name)
     data = ZooData([ws], models.test_acc.to_numpy(), models.model_id.to_numpy(), zoo="mnist/tiny")
     hyper = {"hidden": 16, "heads": 2, "head_widths": [16]} if method == "sne" else {}
-    config = cfg(method, epochs=30, batch_size=8, lr=3e-3, invariance_weight=0.0, hyper=hyper)
+    config = cfg(method, epochs=60, batch_size=8, lr=3e-3, invariance_weight=0.0, hyper=hyper)
     result = fit(config, data, data)       # val = train on purpose: this measures memorisation
     assert result.history[-1]["train_bce"] < result.history[0]["train_bce"]
     assert kendall_tau(predict(result.model, data), data.y) > 0.9
