@@ -38,7 +38,8 @@ class Method:
     # auxiliary targets' losses (sne_core.aux_targets). Only predictors with a learned code can take them.
     # SNE learns to predict its networks' own weight statistics (stats_weight 1): on MNIST/Arch2, 800
     # training and 1,000 test networks, test tau 0.730 against 0.695 (+0.035, higher on each of 3 seeds),
-    # validation tau 0.720 against 0.725 (200 networks, within noise). The records (aux_weight) added
+    # validation tau 0.720 against 0.725 (200 networks, within noise); on MNIST/Arch1 with 400, 0.769
+    # against 0.755 (2 seeds, validation +0.037). The records (aux_weight) added
     # less (+0.011, one seed) and nothing on test on top of the statistics (docs/RESULTS.md, session 16).
     aux_weight: float = 0.0
     stats_weight: float = 0.0
