@@ -114,9 +114,8 @@ class AuxHead(nn.Module):
     logit per class) and one output per statistics target. `fit_scale` standardises the regression
     targets on the training networks, so each weighs alike; `loss` gives one loss per kind."""
 
-    def __init__(self, dim: int, n_stats: int, hidden: int = 64):
+    def __init__(self, dim: int, n_stats: int, hidden: int = 64):      # n_stats: statistic_targets' width
         super().__init__()
-        self.n_stats = n_stats          # statistic_targets' width for the training networks
         self.n_reg, self.n_classes = len(REGRESSION), [len(c) for c in CLASSES.values()]
         self.n_records = self.n_reg + sum(self.n_classes)
         self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), nn.ReLU(),

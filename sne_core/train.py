@@ -311,14 +311,15 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     ema = EMA(model, 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)) if ema_epochs > 0 else None
 
     history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
+    zero = torch.zeros((), device=device)            # the loss terms a config leaves off
     for epoch in range(config.epochs):
         model.train()
         if aux_head is not None:
             aux_head.train()
         sums = torch.zeros(6, device=device)          # loss, bce, rank, penalty, aux, stats summed over networks
-        zero = torch.zeros((), device=device)
         for idx in network_batches(torch.randperm(len(train), generator=gen), config.batch_size):
-            idx = torch.sort(idx).values.to(device)        # batch order = the order batch() returns
+            # sorted: the order batch() returns its networks in; left on the CPU: no device -> host copy per step
+            idx = torch.sort(idx).values
             groups, y = train_dev.batch(idx)               # y: [B]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 if aux_head is None:
@@ -343,7 +344,8 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
         live = ema.swap_in(model) if ema is not None else None      # validate the average
         recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
-        train_m = dict(zip(("loss", "bce", "rank", "penalty", "aux", "stats"), (sums / len(train)).tolist())) | {"lr": opt.param_groups[0]["lr"]}
+        train_m = (dict(zip(("loss", "bce", "rank", "penalty", "aux", "stats"), (sums / len(train)).tolist()))
+                   | {"lr": opt.param_groups[0]["lr"]})
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
         history.append({"epoch": epoch, **metrics})
         if log is not None:
