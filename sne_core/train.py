@@ -374,7 +374,8 @@ def _aux_head(model, method: str, train: ZooData, w_rec: float, w_stat: float, d
     code_dim = getattr(model, "code_dim", None)
     if code_dim is None:
         raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}) need a "
-                         "predictor with a learned code (a `code_dim` attribute and forward(groups, return_code=True)); "
+                         "predictor with a learned code (a `code_dim` attribute and "
+                         "forward(groups, return_code=True)); "
                          "set both weights to 0 for it")
     if w_rec > 0:
         check_targets(train.aux, len(train), train.zoo)
