@@ -87,8 +87,8 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
                          lr=profile.predictor_lr, patience=profile.predictor_patience, device=device,
                          train_checkpoints=profile.predictor_train_checkpoints,
                          ema_epochs=None if profile.predictor_ema_epochs < 0 else profile.predictor_ema_epochs,
-                         members=profile.predictor_members,
-                         hyper=profile.hyper(method))
+                         members=profile.predictor_members, hyper=profile.hyper(method),
+                         **profile.loss_weights(method))
     fingerprints = {z: fingerprint(z) for z in targets}
     params = {**{f"profile.{k}": v for k, v in profile.fields().items()},
               **{f"train.{k}": v for k, v in config.as_dict().items()},

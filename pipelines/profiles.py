@@ -60,6 +60,17 @@ class RunProfile(ConfigurableResource):
     predictor_members: int = Field(default=1, ge=1,
                                    description="deep ensemble per torch predictor and seed: N fits (seeds seed + "
                                                "1000 i), mean logit (TrainConfig.members); GBM trains one model")
+    # the loss terms beside the BCE (sne_core.train.TrainConfig). The SNE ones apply to method "sne" only: the
+    # baselines have no learned code for the auxiliary targets, and the composite sne_statnn keeps its parts'
+    # defaults. -1 = SNE's default (sne_core.methods: invariance penalty 1, statistics targets 1, records 0).
+    sne_invariance_weight: float = Field(default=-1.0, ge=-1.0,
+                                         description="v of SNE's logit-invariance regulariser; -1 = SNE's default (1)")
+    sne_stats_weight: float = Field(default=-1.0, ge=-1.0,
+                                    description="weight of SNE's auxiliary weight-statistics targets; -1 = its default (1)")
+    sne_aux_weight: float = Field(default=-1.0, ge=-1.0,
+                                  description="weight of SNE's auxiliary zoo-record targets; -1 = its default (0)")
+    predictor_rank_weight: float = Field(default=0.0, ge=0.0,
+                                         description="weight of the pairwise ranking loss, every method; 0 = off")
     predictor_hyper: str = Field(default="{}", description='JSON {method: {hyperparameter: value}} over the '
                                  'methods\' defaults, e.g. {"sne": {"hidden": 32}}')
     # asset-check thresholds for a usable zoo
@@ -105,6 +116,15 @@ class RunProfile(ConfigurableResource):
         import json
         from sne_core.methods import hyper_for
         return hyper_for(method, json.loads(self.predictor_hyper))
+
+    def loss_weights(self, method: str) -> dict[str, float | None]:
+        """The TrainConfig loss weights this profile sets for `method` (None = the method's default)."""
+        weights: dict[str, float | None] = {"rank_weight": self.predictor_rank_weight}
+        if method == "sne":
+            own = {"invariance_weight": self.sne_invariance_weight, "stats_weight": self.sne_stats_weight,
+                   "aux_weight": self.sne_aux_weight}
+            weights |= {k: None if x < 0 else x for k, x in own.items()}
+        return weights
 
     def fields(self) -> dict[str, Any]:
         """Every config field (what MLflow logs as params)."""

@@ -116,6 +116,8 @@ def test_mlflow_runs_have_the_expected_metrics(smoke):
     for field in profile.fields():
         assert f"profile.{field}" in run.data.params
     assert run.data.params["train.method"] == "sne"
+    for k, v in profile.loss_weights("sne").items():       # the profile's loss weights reach SNE's TrainConfig
+        assert run.data.params[f"train.{k}"] == json.dumps(v)    # None: "null", the method's default
     # final test metrics per target zoo, and the per-epoch validation history
     for z in zoos:
         for m in ("tau", "r2", "l1"):
@@ -298,6 +300,21 @@ def test_composite_method_gets_each_parts_hyperparameters():
     assert smoke.hyper("sne_statnn") == {"sne": hyper["sne"], "statnn": hyper["statnn"]}
     own = load_profile("smoke", predictor_hyper=json.dumps({"sne_statnn": {"sne": {"hidden": 8}}}))
     assert own.hyper("sne_statnn") == {"sne": {"hidden": 8}}        # named itself: taken as given
+
+
+def test_loss_weights_go_to_sne_only():
+    from sne_core.train import TrainConfig
+    default = load_profile("smoke")
+    assert default.loss_weights("sne") == {"rank_weight": 0.0, "invariance_weight": None, "stats_weight": None,
+                                           "aux_weight": None}         # None: sne_core.methods' defaults
+    own = load_profile("smoke", sne_stats_weight=0.0, sne_invariance_weight=3.0, predictor_rank_weight=0.5)
+    assert own.loss_weights("sne") == {"rank_weight": 0.5, "invariance_weight": 3.0, "stats_weight": 0.0,
+                                       "aux_weight": None}
+    for method in ("statnn", "gbm", "sne_statnn"):       # no learned code, or parts with their own defaults
+        assert own.loss_weights(method) == {"rank_weight": 0.5}
+        TrainConfig(method=method, **own.loss_weights(method))
+    with pytest.raises(ConfigError, match="field 'sne_stats_weight'"):
+        load_profile("smoke", sne_stats_weight=-2.0)
 
 
 def test_bad_configuration_is_refused_naming_the_field(tmp_path):
