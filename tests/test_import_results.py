@@ -25,7 +25,7 @@ from sne_core.store import ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from paper_tables import elapsed_s  # noqa: E402
+from paper_tables import elapsed_s, job_path, method_fingerprint  # noqa: E402
 from test_store import refused_byte_flips  # noqa: E402
 
 
@@ -124,11 +124,24 @@ def test_a_composite_is_composed_from_its_parts_predictions_as_a_refit_would_giv
     assert len(both) == len(pb) and np.abs(both["y_pred_x"] - both["y_pred_y"]).max() < 1e-6
     # a part whose job predates the saved predictions: refused with what to do, nothing composed
     jobs = next(run.glob("jobs-*"))
-    (jobs / "sne_statnn__mnist__arch1.csv").unlink()
-    (jobs / "sne__mnist__arch1.preds.parquet").unlink()
+    composite, part = job_path(jobs, "sne_statnn", "mnist/arch1"), job_path(jobs, "sne", "mnist/arch1")
+    composite.unlink()
+    part.with_suffix(".preds.parquet").unlink()
     stale = _paper_tables(run, "--store", str(run / "store"), "--methods", "statnn,sne,sne_statnn")
     assert stale.returncode != 0 and "its part sne's job" in stale.stderr and "delete that file" in stale.stderr
-    assert not (jobs / "sne_statnn__mnist__arch1.csv").exists()
+    assert not composite.exists()
+
+
+def test_a_changed_library_default_names_new_job_files(monkeypatch, tmp_path):
+    # the jobs folder's key holds what the command sets; a method's own defaults are in its job files' names
+    from dataclasses import replace
+    from sne_core import methods
+    before = {m: method_fingerprint(m) for m in ("sne", "statnn", "sne_statnn")}
+    assert job_path(tmp_path, "sne", "mnist/arch1") == tmp_path / f"sne-{before['sne']}__mnist__arch1.csv"
+    monkeypatch.setitem(methods.METHODS, "sne", replace(methods.METHODS["sne"], stats_weight=0.0))
+    after = {m: method_fingerprint(m) for m in before}
+    assert after["sne"] != before["sne"] and after["statnn"] == before["statnn"]
+    assert after["sne_statnn"] != before["sne_statnn"]      # a composite is composed again when a part changes
 
 
 def test_a_job_of_only_n_a_cells_saves_an_empty_predictions_file(tmp_path):
