@@ -10,9 +10,10 @@ zoo; the in-distribution, cross-dataset and cross-architecture tables are cut fr
 Everything resumes: rerun the same command after an interruption and it trains only what is
 missing, networks (the store) and (method, training zoo) jobs (their rows are kept in
 --out/jobs-<key>/, key = the settings that decide the rows; each job's file is named with its
-method's library defaults, `method_fingerprint`, so a changed default trains that method again). `--budget-s S` starts no new work
-after S seconds and exits with status 3 when something is left: that is how a time-limited device
-call stops cleanly before it is killed; call it again to go on. Outputs in --out:
+method's library defaults, `method_fingerprint`, so a changed default trains that method again).
+`--budget-s S` starts no new work after S seconds and exits with status 3 when something is left:
+that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
+Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
 raw.csv (one row per seed and cell), tables.md, run.json (with every call's wall time; wall_s_total
 sums them, wall_s_elapsed counts calls that ran side by side once) and predictions.parquet (every test
