@@ -10,7 +10,11 @@
 # keeps results/ (git-ignored), the zoos built so far and every finished predictor job; a fresh
 # machine starts over. What comes back under $OUT: the results folder without the store, the log,
 # and the benchmark output. Back here: `sne import-results <files_at>/gpu-full`.
+# TASK=large_zoos runs scripts/large_zoos.py instead (issue 3's bar on six 4,000-network CPU-protocol
+# zoos), after a smoke run of it on the card that stops the call at once if the CUDA path fails;
+# its rows.csv, summary.csv and log come back under $OUT/large-zoos.
 set -uo pipefail
+TASK=${TASK:-paper}
 SIZE=${SIZE:-full}
 LIMIT=${LIMIT:-420}        # s into the call after which no new work starts (the call may run 600 s)
 BENCH=${BENCH:-1}          # 0: skip the card measurements
@@ -22,6 +26,18 @@ test -f data/datasets/MNIST/raw/train-images-idx3-ubyte || { mkdir -p data && ta
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .devcarry/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee -a "$RES.log"
+if [ "$TASK" = large_zoos ]; then
+    mkdir -p "$OUT/large-zoos"
+    python3 scripts/large_zoos.py --out /tmp/large-smoke --size smoke --models 20 --n-train 8 --zoos mnist/arch1 \
+        --jobs 2 --quiet 2>&1 | tee "$OUT/large-zoos/smoke.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+    BUDGET=$(( LIMIT - SECONDS )); [ "$BUDGET" -lt 30 ] && BUDGET=30
+    python3 scripts/large_zoos.py --out results/large-zoos --budget-s "$BUDGET" --jobs "${JOBS}" --quiet 2>&1 \
+        | tee -a "$OUT/large-zoos/run.log"
+    rc=${PIPESTATUS[0]}
+    cp results/large-zoos/rows.csv results/large-zoos/summary.csv "$OUT/large-zoos/" 2>/dev/null
+    exit "$rc"
+fi
 if [ "$BENCH" = 1 ] && [ ! -f results/bench.log ]; then
     { timeout 120 python3 -m bench.zoo_train; timeout 120 python3 -m bench.encoder; } 2>&1 | tee results/bench.log
 fi
