@@ -28,7 +28,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee -a "$RES.log"
 if [ "$TASK" = large_zoos ]; then
     mkdir -p "$OUT/large-zoos"
-    python3 scripts/large_zoos.py --out /tmp/large-smoke --size smoke --models 20 --n-train 8 --zoos mnist/arch1 \
+    python3 scripts/large_zoos.py --out /tmp/large-smoke --size smoke --models 20 --zoos mnist/arch1 \
         --jobs 2 --quiet 2>&1 | tee "$OUT/large-zoos/smoke.log"
     [ "${PIPESTATUS[0]}" = 0 ] || exit 1
     BUDGET=$(( LIMIT - SECONDS )); [ "$BUDGET" -lt 30 ] && BUDGET=30

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,10 +35,6 @@ ZOOS = ("fashion_mnist/arch1", "digits/arch1", "mnist/arch2", "fashion_mnist/arc
 SIZE = "cpu-large"           # the zoo protocol and predictor settings; only the number of networks differs
 
 
-def fits_for(zoo: str, methods: list[tuple[str, int]]) -> list[tuple[str, str, int]]:
-    return [(zoo, m, s) for m, seeds in methods for s in range(seeds)]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -47,7 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", default="data/datasets")
     p.add_argument("--zoos", default=",".join(ZOOS))
     p.add_argument("--models", type=int, default=4000, help="networks per zoo")
-    p.add_argument("--n-train", type=int, default=1600, help="training networks per fit (the split's 1,600 at 4,000)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training networks per fit (default: the whole training split, 1,600 at 4,000 networks)")
     p.add_argument("--methods", default="sne:3,statnn:1,gbm:1",
                    help="method:seeds, comma-separated (GBM is deterministic: one seed)")
     p.add_argument("--jobs", type=int, default=13, help="fits in parallel (processes of one thread each)")
@@ -69,6 +65,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
     from sne_core.protocols import parse_zoo
+    from sne_core.results import atomic_write_text
     from sne_core.splits import get_or_create_split, split_counts
     from sne_core.store import ZooStore
 
@@ -76,15 +73,13 @@ def main(argv=None) -> int:
     deadline = None if args.budget_s is None else t0 + args.budget_s
     build_deadline = None if deadline is None else deadline - args.reserve_s
     rows_path = out / "rows.csv"
-    done = set()
-    if rows_path.is_file():
-        prev = pd.read_csv(rows_path)
-        done = set(zip(prev.zoo, prev.method, prev.seed))
-    lock, pending, failed = threading.Lock(), [], []
+    rows = pd.read_csv(rows_path).to_dict("records") if rows_path.is_file() else []
+    done = {(r["zoo"], r["method"], r["seed"]) for r in rows}
+    pending, failed = [], []
 
-    def record(row: dict) -> None:              # runs in the pool's result thread: one writer, under a lock
-        with lock:
-            pd.DataFrame([row]).to_csv(rows_path, mode="a", header=not rows_path.is_file(), index=False)
+    def record(row: dict) -> None:              # runs in the pool's one result thread: a single writer
+        rows.append(row)
+        atomic_write_text(rows_path, pd.DataFrame(rows).to_csv(index=False))
 
     def report(e: BaseException) -> None:
         failed.append(repr(e))       # fail fast: the zoos left are not built (a device call is too short to waste)
@@ -107,10 +102,12 @@ def main(argv=None) -> int:
         split = get_or_create_split(ZooStore(store), dataset, arch)   # here, not raced by the fits
         print(f"zoo {zoo}: ready after {time.time() - t:.0f} s ({time.time() - t0:.0f} s in); split "
               + " ".join(f"{k}={v}" for k, v in split_counts(split).items()), flush=True)
-        for z, m, s in fits_for(zoo, methods):
-            if (z, m, s) not in done:
-                job = (m, args.n_train, s, store, z, args.size, 1, {}, 1, {"device": args.device})
-                pending.append(pool.apply_async(_fit_one, (job,), callback=record, error_callback=report))
+        n_train = args.n_train or split_counts(split)["train"]
+        for m, seeds in methods:
+            for s in range(seeds):
+                if (zoo, m, s) not in done:
+                    job = (m, n_train, s, store, zoo, args.size, 1, {}, 1, {"device": args.device})
+                    pending.append(pool.apply_async(_fit_one, (job,), callback=record, error_callback=report))
     pool.close()
     for r in pending:                            # wait, but not past the budget, nor after a failure
         while not r.ready() and not failed and (deadline is None or time.time() < deadline):
@@ -119,9 +116,8 @@ def main(argv=None) -> int:
     pool.terminate()
     pool.join()
 
-    rows = pd.read_csv(rows_path) if rows_path.is_file() else pd.DataFrame()
-    if len(rows):
-        table = rows.groupby(["zoo", "method"], sort=False).agg(
+    if rows:
+        table = pd.DataFrame(rows).groupby(["zoo", "method"], sort=False).agg(
             tau_mean=("tau", "mean"), tau_std=("tau", "std"), val_tau=("val_tau", "mean"), r2=("r2", "mean"),
             l1=("l1", "mean"), seeds=("seed", "count"), fit_s=("fit_seconds", "mean"))
         table.round(4).to_csv(out / "summary.csv")
