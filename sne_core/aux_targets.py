@@ -15,6 +15,9 @@ loss weight (TrainConfig.aux_weight, TrainConfig.stats_weight):
 - statistics: StatNN's 7 numbers (mean, variance, 0/25/50/75/100 % quantiles) of each of the
   network's own tensors, zero-padded slots left out. Self-supervised: computed from the weights.
 
+The same statistics can also be asked of each tensor's own vector inside SNE (TensorStatsHead,
+TrainConfig.tensor_stats_weight, off by default) instead of, or beside, the network code.
+
 Targets are [N, k] float tensors, NaN where a value is not defined for a network.
 """
 from __future__ import annotations
@@ -155,3 +158,43 @@ class AuxHead(nn.Module):
             stat = _masked_mse(out[:, self.n_records:], target)
             stat = zero if stat is None else stat
         return rec, stat
+
+
+class TensorStatsHead(nn.Module):
+    """Per-tensor statistics: each tensor vector the layer encoder pools (SNE.encode(..., tensor_codes=True))
+    predicts its own tensor's statistics, through one MLP shared by every tensor.
+
+    Why, beside AuxHead's statistics on the network code z: there one example per network asks z to hold
+    every tensor's statistics at once; here every tensor of every network is an example (8 per Arch1
+    network), and the statistics are asked for where the set blocks can compute them, right after the
+    pooling over the tensor's own chunks. The targets are the same columns as `statistic_targets`,
+    standardised per (tensor slot, statistic) on the training networks, so what the head must tell apart
+    is how one tensor differs across networks, not how a bias differs from a kernel."""
+
+    def __init__(self, dim: int, n_stats: int, hidden: int = 64):     # n_stats: statistic_targets' width
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, N_STATS))
+        self.register_buffer("stat_mean", torch.zeros(n_stats))
+        self.register_buffer("stat_std", torch.ones(n_stats))
+
+    @torch.no_grad()
+    def fit_scale(self, stats: torch.Tensor) -> None:
+        mean, std = _standardise(stats)
+        self.stat_mean.copy_(mean)
+        self.stat_std.copy_(std)
+
+    def targets(self, stats: torch.Tensor, groups: list[WeightSet]) -> torch.Tensor:
+        """stats [B, n_stats], the batch's rows of `statistic_targets` in group order -> standardised
+        targets [n_tensors, N_STATS] in SNE's set order (group, then tensor of its layout, then network)."""
+        target = ((stats - self.stat_mean) / self.stat_std).view(len(stats), -1, N_STATS)   # [B, T, 7]
+        rows, b0 = [], 0
+        for ws in groups:
+            n, t = len(ws), len(ws.arch.layout)
+            rows.append(target[b0:b0 + n, :t].transpose(0, 1).reshape(t * n, N_STATS))    # tensor-major
+            b0 += n
+        return torch.cat(rows)
+
+    def loss(self, tensor_codes: torch.Tensor, stats: torch.Tensor, groups: list[WeightSet]) -> torch.Tensor:
+        """tensor_codes [n_tensors, d] in SNE's set order -> the MSE over every defined target."""
+        loss = _masked_mse(self.net(tensor_codes).float(), self.targets(stats, groups))
+        return tensor_codes.sum() * 0.0 if loss is None else loss

@@ -43,6 +43,13 @@ class Method:
     # less (+0.011, one seed) and nothing on test on top of the statistics (docs/RESULTS.md, session 16).
     aux_weight: float = 0.0
     stats_weight: float = 0.0
+    # TrainConfig.tensor_stats_weight's default: every tensor vector of SNE's layer encoder predicts its own
+    # tensor's statistics (aux_targets.TensorStatsHead). Off for every method, SNE included: on MNIST/Arch1
+    # with 400 training networks, on top of stats_weight 1, it moved test tau by +0.007, +0.017 and -0.003
+    # (seeds 0-2; 0.776 ± 0.004 against 0.769 ± 0.014), all of it among the collapsed networks, and
+    # validation tau by +0.006, -0.027 and -0.013, so selection on validation would not choose it
+    # (docs/RESULTS.md, session 20).
+    tensor_stats_weight: float = 0.0
     # How the class is constructed: "archs" -> Cls(train_archs, **hyper); "sne" -> Cls(SNEConfig(**hyper)).
     build_style: str = "archs"
     # A composite method: these methods, each trained separately with its own defaults (`fit` passes

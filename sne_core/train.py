@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sne_core.aux_targets import AuxHead, check_targets, statistic_targets
+from sne_core.aux_targets import AuxHead, TensorStatsHead, check_targets, statistic_targets
 from sne_core.devices import resolve_device
 from sne_core.ensemble import NOT_A_MEMBER, Ensemble
 from sne_core.methods import get_method
@@ -89,6 +89,10 @@ class TrainConfig:
     # (`forward(groups, return_code=True)`: SNE). None = the method's default (sne_core.methods.Method).
     aux_weight: float | None = None
     stats_weight: float | None = None
+    # > 0: also this times the per-tensor statistics loss (aux_targets.TensorStatsHead): every tensor
+    # vector of SNE's layer encoder predicts its own tensor's statistics, where `stats_weight` asks the
+    # network code for all of them at once. None = the method's default (off; see sne_core.methods).
+    tensor_stats_weight: float | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -97,7 +101,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_epochs must be a finite number >= 0, got {self.ema_epochs!r}")
         if not _finite_nonnegative(self.rank_weight):
             raise ValueError(f"TrainConfig.rank_weight must be a finite number >= 0, got {self.rank_weight!r}")
-        for name in ("aux_weight", "stats_weight"):                   # None = the method's
+        for name in ("aux_weight", "stats_weight", "tensor_stats_weight"):   # None = the method's
             if getattr(self, name) is not None and not _finite_nonnegative(getattr(self, name)):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.train_checkpoints not in ("final", "all"):
@@ -300,9 +304,11 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
         model.prepare(train_dev.groups)
     w_rec = method.aux_weight if config.aux_weight is None else config.aux_weight
     w_stat = method.stats_weight if config.stats_weight is None else config.stats_weight
-    aux_head, stats = _aux_head(model, method.name, train_dev, w_rec, w_stat, device)
-    if aux_head is not None:            # trained with the predictor, never part of what fit returns
-        opt.add_param_group({"params": list(aux_head.parameters())})
+    w_tstat = method.tensor_stats_weight if config.tensor_stats_weight is None else config.tensor_stats_weight
+    aux_head, tensor_head, stats = _aux_heads(model, method.name, train_dev, w_rec, w_stat, w_tstat, device)
+    for head in (aux_head, tensor_head):   # trained with the predictor, never part of what fit returns
+        if head is not None:
+            opt.add_param_group({"params": list(head.parameters())})
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch)
@@ -314,25 +320,31 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     zero = torch.zeros((), device=device)            # the loss terms a config leaves off
     for epoch in range(config.epochs):
         model.train()
-        if aux_head is not None:
-            aux_head.train()
-        sums = torch.zeros(6, device=device)          # loss, bce, rank, penalty, aux, stats summed over networks
+        for head in (aux_head, tensor_head):
+            if head is not None:
+                head.train()
+        sums = torch.zeros(7, device=device)   # loss, bce, rank, penalty, aux, stats, tensor_stats summed over networks
         for idx in network_batches(torch.randperm(len(train), generator=gen), config.batch_size):
             # sorted: the order batch() returns its networks in; left on the CPU: no device -> host copy per step
             idx = torch.sort(idx).values
             groups, y = train_dev.batch(idx)               # y: [B]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                if aux_head is None:
-                    logits, aux, stat = model(groups).float(), zero, zero            # [B]
+                aux = stat = tstat = zero
+                if aux_head is None and tensor_head is None:
+                    logits = model(groups).float()                                   # [B]
                 else:
-                    logits, z = model(groups, return_code=True)                      # [B], [B, d]
-                    aux, stat = aux_head.loss(z, train_dev.aux[idx] if w_rec > 0 else None,
-                                              stats[idx] if w_stat > 0 else None)
+                    out = model(groups, return_code=True, return_tensor_codes=tensor_head is not None)
+                    logits, z, T = out if tensor_head is not None else (*out, None)  # [B], [B, d], [n_tensors, d]
+                    if aux_head is not None:
+                        aux, stat = aux_head.loss(z, train_dev.aux[idx] if w_rec > 0 else None,
+                                                  stats[idx] if w_stat > 0 else None)
+                    if tensor_head is not None:
+                        tstat = tensor_head.loss(T, stats[idx], groups)
                     logits = logits.float()
                 bce = F.binary_cross_entropy_with_logits(logits, y)
                 rank = pairwise_rank_loss(logits, y) if config.rank_weight > 0 else zero
                 penalty = invariance_penalty(model, groups, logits, gen) if v > 0 else zero
-            loss = bce + config.rank_weight * rank + v * penalty + w_rec * aux + w_stat * stat
+            loss = bce + config.rank_weight * rank + v * penalty + w_rec * aux + w_stat * stat + w_tstat * tstat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -340,11 +352,11 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
                 sched.step()
             if ema is not None:
                 ema.update(model)
-            sums += torch.stack([loss, bce, rank, penalty, aux, stat]).detach() * len(y)   # no host sync per step
+            sums += torch.stack([loss, bce, rank, penalty, aux, stat, tstat]).detach() * len(y)   # no host sync per step
         live = ema.swap_in(model) if ema is not None else None      # validate the average
         recalibrate_batchnorm(model, train_dev)
         val_m = summarize(predict(model, val_dev, config.batch_size), val.y.numpy())
-        train_m = (dict(zip(("loss", "bce", "rank", "penalty", "aux", "stats"), (sums / len(train)).tolist()))
+        train_m = (dict(zip(("loss", "bce", "rank", "penalty", "aux", "stats", "tensor_stats"), (sums / len(train)).tolist()))
                    | {"lr": opt.param_groups[0]["lr"]})
         metrics = {f"train_{k}": x for k, x in train_m.items()} | {f"val_{k}": x for k, x in val_m.items()}
         history.append({"epoch": epoch, **metrics})
@@ -366,23 +378,28 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
 
 
-def _aux_head(model, method: str, train: ZooData, w_rec: float, w_stat: float, device):
-    """(auxiliary head for `model`'s code, the training networks' statistics targets or None) when either
-    weight is > 0 (see sne_core.aux_targets), else (None, None)."""
-    if w_rec == 0 and w_stat == 0:
-        return None, None
+def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, w_tstat: float, device):
+    """(auxiliary head for `model`'s code or None, per-tensor statistics head or None, the training
+    networks' statistics targets or None), each head present when its weight is > 0 (sne_core.aux_targets)."""
+    if w_rec == 0 and w_stat == 0 and w_tstat == 0:
+        return None, None, None
     code_dim = getattr(model, "code_dim", None)
     if code_dim is None:
-        raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}) need a "
-                         "predictor with a learned code (a `code_dim` attribute and "
-                         "forward(groups, return_code=True)); "
-                         "set both weights to 0 for it")
+        raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}, "
+                         f"tensor_stats_weight={w_tstat}) need a predictor with a learned code (a `code_dim` "
+                         "attribute and forward(groups, return_code=True, return_tensor_codes=True)); "
+                         "set the weights to 0 for it")
     if w_rec > 0:
         check_targets(train.aux, len(train), train.zoo)
-    stats = statistic_targets(train.groups).to(device) if w_stat > 0 else None
-    head = AuxHead(code_dim, 0 if stats is None else stats.shape[1]).to(device)
-    head.fit_scale(train.aux.cpu() if w_rec > 0 else None, None if stats is None else stats.cpu())
-    return head, stats
+    stats = statistic_targets(train.groups).to(device) if w_stat > 0 or w_tstat > 0 else None
+    head = tensor_head = None
+    if w_rec > 0 or w_stat > 0:
+        head = AuxHead(code_dim, stats.shape[1] if w_stat > 0 else 0).to(device)
+        head.fit_scale(train.aux.cpu() if w_rec > 0 else None, stats.cpu() if w_stat > 0 else None)
+    if w_tstat > 0:
+        tensor_head = TensorStatsHead(code_dim, stats.shape[1]).to(device)
+        tensor_head.fit_scale(stats.cpu())
+    return head, tensor_head, stats
 
 
 def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[str], train: ZooData,

@@ -16,7 +16,7 @@ from dataclasses import fields, replace
 # Flags that map one-to-one onto TrainConfig fields (None = keep the --config / default value).
 _CONFIG_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "patience": int,
                  "invariance_weight": float, "ema_epochs": float, "rank_weight": float, "aux_weight": float,
-                 "stats_weight": float, "members": int,
+                 "stats_weight": float, "tensor_stats_weight": float, "members": int,
                  "lr_schedule": str, "device": str, "amp": str}
 
 

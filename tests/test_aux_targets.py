@@ -121,3 +121,47 @@ def test_aux_needs_a_learned_code_and_targets(store):
     for name in ("aux_weight", "stats_weight"):
         with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
             TrainConfig(**{name: -1.0})
+
+
+def test_tensor_statistics_rows_follow_snes_tensor_order(store):
+    """Mixed Arch1 + Arch2 batch: row r of SNE's tensor vectors and row r of the per-tensor targets are the
+    same tensor of the same network (checked against each network encoded alone and its own statistics)."""
+    from sne_core.aux_targets import TensorStatsHead
+    from sne_core.encoders.sne import SNE, SNEConfig
+    a1, a2 = load_zoo(store, "mnist/arch1", "train"), load_zoo(store, "mnist/arch2", "train")
+    groups = [a1.subset(torch.arange(3)).groups[0], a2.subset(torch.arange(2)).groups[0]]
+    torch.manual_seed(0)
+    model = SNE(SNEConfig(**SNE_SMALL)).eval()
+    with torch.no_grad():
+        _, T = model.encode(groups, tensor_codes=True)
+    stats = statistic_targets(groups)
+    head = TensorStatsHead(16, stats.shape[1])
+    head.fit_scale(stats)
+    target = head.targets(stats, groups)
+    assert T.shape == (3 * 8 + 2 * 10, 16) and target.shape == (len(T), N_STATS)
+    assert torch.isfinite(target).all()             # empty slots of the narrower architecture are left out
+    r, b0 = 0, 0
+    for ws in groups:
+        n, t = len(ws), len(ws.arch.layout)
+        for i in range(n):
+            with torch.no_grad():
+                _, alone = model.encode([ws.subset(torch.tensor([i]))], tensor_codes=True)   # [t, h]
+            rows = r + torch.arange(t) * n + i
+            torch.testing.assert_close(T[rows], alone, atol=1e-5, rtol=1e-4)
+            own = (stats[b0 + i].view(-1, N_STATS)[:t] - head.stat_mean.view(-1, N_STATS)[:t]) / head.stat_std.view(-1, N_STATS)[:t]
+            torch.testing.assert_close(target[rows], own)
+        r, b0 = r + n * t, b0 + n
+
+
+def test_sne_learns_its_tensors_statistics(store):
+    train, val = load_zoo(store, "mnist/arch1", "train"), load_zoo(store, "mnist/arch1", "val")
+    # 12 epochs: the loss sits near 1 (the targets' variance) for ~6 epochs before the tensor vectors spread out
+    config = TrainConfig(method="sne", epochs=12, batch_size=8, lr=3e-3, patience=50, device="cpu", amp="none",
+                         invariance_weight=0.0, stats_weight=0.0, tensor_stats_weight=1.0, hyper=SNE_SMALL)
+    result = fit(config, train, val)
+    losses = [h["train_tensor_stats"] for h in result.history]
+    assert all(math.isfinite(a) and a > 0 for a in losses) and losses[-1] < 0.8 * losses[0]
+    assert all(h["train_stats"] == 0 for h in result.history)
+    assert not any("net.0" in k and "head" not in k for k in result.model.state_dict())   # the head stays behind
+    with pytest.raises(ValueError, match="tensor_stats_weight must be a finite number >= 0"):
+        TrainConfig(tensor_stats_weight=-1.0)

@@ -286,8 +286,9 @@ class SNE(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def encode(self, groups: list[WeightSet]) -> torch.Tensor:
-        """Network codes z [B, h], B = total networks over groups, in group order."""
+    def encode(self, groups: list[WeightSet], tensor_codes: bool = False):
+        """Network codes z [B, h], B = total networks over groups, in group order; with tensor_codes also
+        the tensor vectors [n_tensors, h] in set order (group, then tensor of its layout, then network)."""
         cfg, h = self.config, self.config.hidden
         ch = self._chunk(groups)
         dev = self.embed.weight.device
@@ -335,15 +336,19 @@ class SNE(nn.Module):
                                                         Lv + self.enc_scale * sinusoidal(ch.layer_depth, h).to(Lv.dtype))
         mask = torch.zeros(ch.n_nets, Lmax, dtype=torch.bool, device=dev).index_put(
             (ch.layer_net, ch.layer_depth), torch.ones_like(ch.layer_depth, dtype=torch.bool))
-        return self.pool_net(self.phi4(X, mask), mask)                 # z [B, h]
+        z = self.pool_net(self.phi4(X, mask), mask)                    # z [B, h]
+        return (z, T) if tensor_codes else z
 
     @property
     def code_dim(self) -> int:
         return self.config.hidden
 
-    def forward(self, groups: list[WeightSet], return_code: bool = False):
-        """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss), and
-        with return_code the network codes z [B, h] too (for the auxiliary head, sne_core.aux_targets)."""
-        z = self.encode(groups)
+    def forward(self, groups: list[WeightSet], return_code: bool = False, return_tensor_codes: bool = False):
+        """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss); with
+        return_code also the network codes z [B, h], and with return_tensor_codes also the tensor vectors
+        [n_tensors, h] (see `encode`), for the auxiliary heads of sne_core.aux_targets."""
+        z, T = self.encode(groups, tensor_codes=True)
         logits = self.head(z).squeeze(-1)
+        if return_tensor_codes:
+            return logits, z, T
         return (logits, z) if return_code else logits
