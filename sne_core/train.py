@@ -86,7 +86,7 @@ class TrainConfig:
     # each training network, and is dropped after training. > 0 adds this times its loss: `aux_weight`
     # for the zoo's records of the network (hyperparameters, train/test metrics), `stats_weight` for
     # StatNN's statistics of its own tensors. Only for predictors with a learned code
-    # (`forward(groups, return_code=True)`: SNE). None = the method's default (sne_core.methods.Method).
+    # (`forward(groups, return_codes=True)`: SNE). None = the method's default (sne_core.methods.Method).
     aux_weight: float | None = None
     stats_weight: float | None = None
     # > 0: also this times the per-tensor statistics loss (aux_targets.TensorStatsHead): every tensor
@@ -333,8 +333,7 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
                 if aux_head is None and tensor_head is None:
                     logits = model(groups).float()                                   # [B]
                 else:
-                    out = model(groups, return_code=True, return_tensor_codes=tensor_head is not None)
-                    logits, z, T = out if tensor_head is not None else (*out, None)  # [B], [B, d], [n_tensors, d]
+                    logits, z, T = model(groups, return_codes=True)                  # [B], [B, d], [n_tensors, d]
                     if aux_head is not None:
                         aux, stat = aux_head.loss(z, train_dev.aux[idx] if w_rec > 0 else None,
                                                   stats[idx] if w_stat > 0 else None)
@@ -387,7 +386,7 @@ def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, 
     if code_dim is None:
         raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}, "
                          f"tensor_stats_weight={w_tstat}) need a predictor with a learned code (a `code_dim` "
-                         "attribute and forward(groups, return_code=True, return_tensor_codes=True)); "
+                         "attribute and forward(groups, return_codes=True)); "
                          "set the weights to 0 for it")
     if w_rec > 0:
         check_targets(train.aux, len(train), train.zoo)

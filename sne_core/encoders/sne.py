@@ -343,12 +343,10 @@ class SNE(nn.Module):
     def code_dim(self) -> int:
         return self.config.hidden
 
-    def forward(self, groups: list[WeightSet], return_code: bool = False, return_tensor_codes: bool = False):
+    def forward(self, groups: list[WeightSet], return_codes: bool = False):
         """Logits [B] of the predicted test accuracy (sigmoid -> prediction; BCE-with-logits loss); with
-        return_code also the network codes z [B, h], and with return_tensor_codes also the tensor vectors
-        [n_tensors, h] (see `encode`), for the auxiliary heads of sne_core.aux_targets."""
+        return_codes (logits, network codes z [B, h], tensor vectors [n_tensors, h] in `encode`'s order),
+        for the auxiliary heads of sne_core.aux_targets."""
         z, T = self.encode(groups, tensor_codes=True)
         logits = self.head(z).squeeze(-1)
-        if return_tensor_codes:
-            return logits, z, T
-        return (logits, z) if return_code else logits
+        return (logits, z, T) if return_codes else logits
