@@ -30,10 +30,8 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, with the log-magnitude channel, with its value bins,
-# and with each weight element reading its neuron's bias (with and without the log channel)
-CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8),
-            dict(log_floor=0.01, neuron_bias=True), dict(log_floor=0.0, neuron_bias=True)]
+# without input channels beyond the linear one, with the log-magnitude channel, and with its value bins
+CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -114,44 +112,18 @@ def test_gradients_reach_every_parameter(channels):
     assert not dead, dead
 
 
-@pytest.mark.parametrize("channels", [{}, dict(neuron_bias=True)])
-def test_streaming_gives_the_same_outputs_and_gradients(channels):
+def test_streaming_gives_the_same_outputs_and_gradients():
     groups = [nets(ARCH1, 3, 0), nets(BIG, 2, 1)]
     n_chunks = 2 * sum(math.ceil(p.numel / math.prod(p.shape[2:]) / 32) for p in BIG.layout)
     assert n_chunks > 10 * 16  # the small budget below really streams, in many slices
-    full = model(chunk_budget=10**6, **channels)
-    streamed = model(chunk_budget=16, **channels)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
+    full = model(chunk_budget=10**6)
+    streamed = model(chunk_budget=16)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
     l1, g1 = _loss_and_grads(full, groups)
     l2, g2 = _loss_and_grads(streamed, groups)
     assert torch.allclose(l1, l2, **TOL)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-3), n
     # and without checkpointing, too
-    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, **channels), groups)
+    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False), groups)
     assert torch.allclose(l1, l3, **TOL)
     assert all(torch.allclose(g1[n], g3[n], atol=1e-5, rtol=1e-3) for n in g1)
-
-
-def test_neuron_bias_channel_pairs_each_weight_row_with_its_own_bias():
-    """Shuffling a layer's biases alone (not a function-preserving permutation) leaves every tensor the
-    same set, so plain SNE cannot see it; with the neuron-bias channel each row reads its own bias."""
-    a1 = nets(ARCH1, 2, 0)
-    j = next(i for i, p in enumerate(ARCH1.layout) if p.role == "bias" and p.depth == 1)
-    shuffled = WeightSet(ARCH1, [p.clone() for p in a1.params])
-    shuffled.params[j] = shuffled.params[j].flip(1)
-    with torch.no_grad():
-        plain = model().encode([a1, shuffled])
-        paired = model(neuron_bias=True).encode([a1, shuffled])
-    assert torch.allclose(plain[:2], plain[2:], **TOL)
-    # at init every code is close to every other (see SNE.__init__), so compare with two different networks
-    assert (paired[:2] - paired[2:]).abs().max() > 0.05 * (paired[0] - paired[1]).abs().max()
-    # the channel itself: element (o, i) of a weight tensor carries bias o, scaled as biases are
-    m = model(neuron_bias=True)
-    w = next(i for i, p in enumerate(ARCH1.layout) if p.role == "weight" and p.depth == 1)
-    info, binfo = ARCH1.layout[w], ARCH1.layout[j]
-    n_el, c = info.shape[0] * info.shape[1], m.config.chunk_size
-    nb = m._neuron_bias(a1.params[w], info, (a1.params[j], binfo), -(-n_el // c)).reshape(2, -1)
-    for o in (0, 5, info.shape[0] - 1):
-        for i in (0, info.shape[1] - 1):
-            assert torch.equal(nb[:, o * info.shape[1] + i], a1.params[j][:, o])   # input_scale is 1 before prepare
-    assert (nb[:, n_el:] == 0).all()

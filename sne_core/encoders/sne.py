@@ -80,15 +80,6 @@ class SNEConfig:
     # s spans about +-7 for values up to ~10x their type's RMS (log_floor 0.01).
     value_bins: int = 0
     value_range: float = 7.5
-    # Neuron-bias channel: every element of a weight tensor also reads the bias of its output neuron
-    # (scaled like a bias, plus its log channel), through a fourth, bias-free projection. Off by
-    # default. Why: SPEC §4 encodes a layer's weight and bias tensors apart and merges them only after
-    # pooling, so SNE cannot tell a neuron whose bias outweighs its incoming weights (dead, or always
-    # on) from one whose does not. Reading both statistics per neuron (the row norm, bias / row norm)
-    # lifted GBM by +0.013 test and +0.025 validation tau on a 1,000-network MNIST/Arch1 zoo
-    # (docs/RESULTS.md, "Session 21"). The pairing is permutation-equivariant: permuting a layer's
-    # neurons moves rows and biases together, so the logit-invariance regulariser still applies.
-    neuron_bias: bool = False
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -101,12 +92,11 @@ def _slices(parts, budget: int):
     """Consecutive slices of at most `budget` chunks across parts (tensors of any layer or architecture).
     Yields lists of pieces (views into the parts); `_join` copies one slice into one tensor."""
     pieces, size = [], 0
-    for chunks, valid, code, depth, nbias in parts:
+    for chunks, valid, code, depth in parts:
         start = 0
         while start < len(chunks):
             take = min(budget - size, len(chunks) - start)
-            nb = None if nbias is None else nbias[start:start + take]
-            pieces.append((chunks[start:start + take], valid[start:start + take], code, depth, nb))
+            pieces.append((chunks[start:start + take], valid[start:start + take], code, depth))
             size, start = size + take, start + take
             if size == budget:
                 yield pieces
@@ -116,20 +106,18 @@ def _slices(parts, budget: int):
 
 
 def _join(pieces):
-    """pieces -> (elements [n, c, e], valid [n], type code [n], depth [n], neuron bias [n, c] or None)."""
+    """pieces -> (elements [n, c, e], valid [n], type code [n], depth [n])."""
     dev = pieces[0][0].device
-    nbias = None if pieces[0][4] is None else torch.cat([p[4] for p in pieces])
     return (torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces]),
             torch.cat([torch.full((len(p[0]),), p[2], device=dev) for p in pieces]),
-            torch.cat([torch.full((len(p[0]),), p[3], device=dev) for p in pieces]), nbias)
+            torch.cat([torch.full((len(p[0]),), p[3], device=dev) for p in pieces]))
 
 
 @dataclass
 class _Chunks:
     """The mini-batch as sets, each index tensor in one fixed order (see SNE._chunk)."""
-    sources: dict[int, list[tuple[torch.Tensor, torch.Tensor, int, int, torch.Tensor | None]]]
-    #        element size e -> parts (chunks [n, c, e], valid elements per chunk [n], type code, depth,
-    #        each element's neuron bias [n, c] with SNEConfig.neuron_bias, else None),
+    sources: dict[int, list[tuple[torch.Tensor, torch.Tensor, int, int]]]
+    #        element size e -> parts (chunks [n, c, e], valid elements per chunk [n], type code, depth),
     #        one part per parameter tensor of an architecture, all its networks; chunks are views of
     #        the weights where possible and are copied together only one budget-sized slice at a time
     chunk_set: torch.Tensor    # [n_chunks]  which tensor-set each chunk (in source order) belongs to
@@ -175,8 +163,6 @@ class SNE(nn.Module):
             self.embed_bins = nn.Linear(cfg.max_kernel ** 2 * cfg.value_bins, h, bias=False)
         else:
             self.embed_bins = None
-        # neuron-bias channel, see SNEConfig: [bias, its log magnitude] -> h
-        self.embed_nbias = nn.Linear(2 if cfg.log_floor > 0 else 1, h, bias=False) if cfg.neuron_bias else None
         # The sinusoidal type/depth encodings are O(1) per dimension and identical for every network:
         # added at full size they drown the (small) differences between networks before each pooling
         # (measured at init: 1.6x closer codes). A learned scale, starting at 0.1, lets training decide.
@@ -229,13 +215,11 @@ class SNE(nn.Module):
             self.check_arch(ws.arch, self.config.max_kernel)
             N, L = len(ws), ws.arch.n_layers
             slots: dict[int, int] = {}
-            biases = {info.depth: (p, info) for p, info in zip(ws.params, ws.arch.layout) if info.role == "bias"}
             for p, info in zip(ws.params, ws.arch.layout):
                 chunks, valid = chunk_tensor(p.to(dev, torch.float32), info, c)  # [N, m, c, e], [m]
                 m, e = chunks.shape[1], chunks.shape[3]
-                nbias = self._neuron_bias(p, info, biases.get(info.depth), m) if self.embed_nbias is not None else None
                 parts.setdefault(e, []).append((chunks.reshape(N * m, c, e), valid.to(dev).repeat(N),
-                                                TYPE_CODE[(info.kind, info.role)], info.depth, nbias))
+                                                TYPE_CODE[(info.kind, info.role)], info.depth))
                 # tensor-sets of this tensor are (net 0, net 1, ...); net n's chunks are contiguous
                 chunk_set_parts.append((e, n_sets + torch.arange(N, device=dev).repeat_interleave(m)))
                 set_len.append(torch.full((N,), m, device=dev))
@@ -254,19 +238,6 @@ class SNE(nn.Module):
         return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_depth), torch.cat(set_layer),
                        torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0)
 
-    def _neuron_bias(self, p: torch.Tensor, info, bias, m: int) -> torch.Tensor:
-        """Each element's output-neuron bias, chunked like the elements: [N * m, c]. Zero for a bias
-        tensor itself and for a layer without a bias. Elements are row-major over (out, in), so
-        neuron o owns elements o * n_in ... (o + 1) * n_in - 1 (sne_core.chunking)."""
-        N, c, dev = p.shape[0], self.config.chunk_size, self.embed.weight.device
-        if info.role == "bias" or bias is None:
-            return torch.zeros(N * m, c, device=dev)
-        b, binfo = bias
-        n_in = math.prod(info.shape[1:]) // element_size(info)                  # elements per neuron
-        b = b.to(dev, torch.float32) / self.input_scale[TYPE_CODE[(binfo.kind, "bias")]]
-        nb = b.repeat_interleave(n_in, dim=1)                                    # [N, n_elements]
-        return F.pad(nb, (0, m * c - nb.shape[1])).reshape(N * m, c)
-
     # ---- stages -------------------------------------------------------------------------------
     def _type_depth_enc(self, code: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """[n] codes, [n] depths -> [n, h]: type in the first half of the dims, depth in the second.
@@ -277,7 +248,7 @@ class SNE(nn.Module):
     def _encode_chunks(self, pieces: list, index: torch.Tensor) -> torch.Tensor:
         """Chunk encoder on one slice of pieces -> chunk vectors [n, h]. The slice is assembled here,
         inside the checkpoint, so only views of the weights are kept between forward and backward."""
-        elements, valid, code, depth, nbias = _join(pieces)                   # [n, c, e], [n], [n], [n], [n, c]
+        elements, valid, code, depth = _join(pieces)                          # [n, c, e], [n], [n], [n]
         emask = torch.arange(self.config.chunk_size, device=elements.device)[None] < valid[:, None]  # [n, c]
         elements = elements / self.input_scale[code][:, None, None]           # O(1) values, see __init__
         x = F.linear(elements, self.embed.weight[:, index], self.embed.bias)  # == embed(zero-padded to K*K)
@@ -286,11 +257,6 @@ class SNE(nn.Module):
             x = x + F.linear(log_mag, self.embed_log.weight[:, index])
             if self.embed_bins is not None:                                   # value-bin channel, see SNEConfig
                 x = x + self._embed_bins(log_mag, index)
-        if self.embed_nbias is not None:                                      # neuron-bias channel, see SNEConfig
-            feats = [nbias]
-            if self.config.log_floor > 0:
-                feats.append(torch.sign(nbias) * torch.log1p(nbias.abs() / self.config.log_floor))
-            x = x + self.embed_nbias(torch.stack(feats, dim=-1))              # [n, c, 2] -> [n, c, h]
         x = self.phi1(x, emask)                                               # [n, c, h]
         x = x + self._type_depth_enc(code, depth)[:, None]
         x = self.phi2(x, emask)
