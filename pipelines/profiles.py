@@ -67,6 +67,9 @@ class RunProfile(ConfigurableResource):
                                          description="v of SNE's logit-invariance regulariser; -1 = SNE's default (1)")
     sne_stats_weight: float = Field(default=-1.0, ge=-1.0,
                                     description="weight of SNE's auxiliary weight-statistics targets; -1 = its default (1)")
+    sne_neuron_stats: int = Field(default=-1, ge=-1, le=1,
+                                  description="1/0: per-layer neuron statistics among SNE's statistics targets "
+                                              "(TrainConfig.neuron_stats); -1 = its default (on)")
     sne_aux_weight: float = Field(default=-1.0, ge=-1.0,
                                   description="weight of SNE's auxiliary zoo-record targets; -1 = its default (0)")
     predictor_rank_weight: float = Field(default=0.0, ge=0.0,
@@ -117,13 +120,15 @@ class RunProfile(ConfigurableResource):
         from sne_core.methods import hyper_for
         return hyper_for(method, json.loads(self.predictor_hyper))
 
-    def loss_weights(self, method: str) -> dict[str, float | None]:
-        """The TrainConfig loss weights this profile sets for `method` (None = the method's default)."""
-        weights: dict[str, float | None] = {"rank_weight": self.predictor_rank_weight}
+    def loss_weights(self, method: str) -> dict[str, float | bool | None]:
+        """The TrainConfig loss weights (and which statistics targets) this profile sets for `method`
+        (None = the method's default)."""
+        weights: dict[str, float | bool | None] = {"rank_weight": self.predictor_rank_weight}
         if method == "sne":
             own = {"invariance_weight": self.sne_invariance_weight, "stats_weight": self.sne_stats_weight,
                    "aux_weight": self.sne_aux_weight}
             weights |= {k: None if x < 0 else x for k, x in own.items()}
+            weights["neuron_stats"] = None if self.sne_neuron_stats < 0 else bool(self.sne_neuron_stats)
         return weights
 
     def fields(self) -> dict[str, Any]:

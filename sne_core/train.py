@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sne_core.aux_targets import AuxHead, TensorStatsHead, check_targets, statistic_targets
+from sne_core.aux_targets import (AuxHead, TensorStatsHead, check_targets, neuron_statistic_targets,
+                                  statistic_targets)
 from sne_core.devices import resolve_device
 from sne_core.ensemble import NOT_A_MEMBER, Ensemble
 from sne_core.methods import get_method
@@ -93,6 +94,10 @@ class TrainConfig:
     # vector of SNE's layer encoder predicts its own tensor's statistics, where `stats_weight` asks the
     # network code for all of them at once. None = the method's default (off; see sne_core.methods).
     tensor_stats_weight: float | None = None
+    # With stats_weight > 0, also per-layer statistics read neuron by neuron as targets of the same loss
+    # (aux_targets.neuron_statistic_targets: weight norms, bias shares, kernel sums). None = the method's
+    # default (sne_core.methods: on for SNE).
+    neuron_stats: bool | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -104,6 +109,9 @@ class TrainConfig:
         for name in ("aux_weight", "stats_weight", "tensor_stats_weight"):   # None = the method's
             if getattr(self, name) is not None and not _finite_nonnegative(getattr(self, name)):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if self.neuron_stats not in (None, True, False):
+            raise ValueError(f"TrainConfig.neuron_stats must be true, false or null (the method's default), "
+                             f"got {self.neuron_stats!r}")
         if self.train_checkpoints not in ("final", "all"):
             raise ValueError(f"TrainConfig.train_checkpoints must be 'final' or 'all', got {self.train_checkpoints!r}")
         if self.amp not in ("none", "bf16", "auto"):
@@ -305,7 +313,8 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     w_rec = method.aux_weight if config.aux_weight is None else config.aux_weight
     w_stat = method.stats_weight if config.stats_weight is None else config.stats_weight
     w_tstat = method.tensor_stats_weight if config.tensor_stats_weight is None else config.tensor_stats_weight
-    aux_head, tensor_head, stats = _aux_heads(model, method.name, train_dev, w_rec, w_stat, w_tstat, device)
+    neurons = method.neuron_stats if config.neuron_stats is None else config.neuron_stats
+    aux_head, tensor_head, stats = _aux_heads(model, method.name, train_dev, w_rec, w_stat, w_tstat, neurons, device)
     for head in (aux_head, tensor_head):   # trained with the predictor, never part of what fit returns
         if head is not None:
             opt.add_param_group({"params": list(head.parameters())})
@@ -377,9 +386,12 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
 
 
-def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, w_tstat: float, device):
+def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, w_tstat: float, neurons: bool,
+               device):
     """(auxiliary head for `model`'s code or None, per-tensor statistics head or None, the training
-    networks' statistics targets or None), each head present when its weight is > 0 (sne_core.aux_targets)."""
+    networks' statistics targets or None), each head present when its weight is > 0 (sne_core.aux_targets).
+    The targets are `statistic_targets`' columns, then with `neurons` `neuron_statistic_targets`' (asked of
+    the code z only)."""
     if w_rec == 0 and w_stat == 0 and w_tstat == 0:
         return None, None, None
     code_dim = getattr(model, "code_dim", None)
@@ -390,14 +402,18 @@ def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, 
                          "set the weights to 0 for it")
     if w_rec > 0:
         check_targets(train.aux, len(train), train.zoo)
-    stats = statistic_targets(train.groups).to(device) if w_stat > 0 or w_tstat > 0 else None
+    stats = statistic_targets(train.groups) if w_stat > 0 or w_tstat > 0 else None
+    n_tensor_stats = None if stats is None else stats.shape[1]
+    if stats is not None and w_stat > 0 and neurons:
+        stats = torch.cat([stats, neuron_statistic_targets(train.groups)], dim=1)
     head = tensor_head = None
     if w_rec > 0 or w_stat > 0:
         head = AuxHead(code_dim, stats.shape[1] if w_stat > 0 else 0).to(device)
         head.fit_scale(train.aux.cpu() if w_rec > 0 else None, stats.cpu() if w_stat > 0 else None)
     if w_tstat > 0:
-        tensor_head = TensorStatsHead(code_dim, stats.shape[1]).to(device)
-        tensor_head.fit_scale(stats.cpu())
+        tensor_head = TensorStatsHead(code_dim, n_tensor_stats).to(device)
+        tensor_head.fit_scale(stats[:, :n_tensor_stats].cpu())
+    stats = None if stats is None else stats.to(device)
     return head, tensor_head, stats
 
 

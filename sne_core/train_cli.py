@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices = {"amp": ("none", "bf16", "auto"), "lr_schedule": ("constant", "cosine")}.get(name)
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, choices=choices,
                        help=f"TrainConfig.{name}")
+    p.add_argument("--neuron-stats", choices=("on", "off"), default=None,
+                   help="TrainConfig.neuron_stats: per-layer neuron statistics among the statistics targets")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-epoch metrics to stderr")
 
 
@@ -59,6 +61,8 @@ def _load_config(args):
         if unknown:
             raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
     overrides.update({k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None})
+    if args.neuron_stats is not None:
+        overrides["neuron_stats"] = args.neuron_stats == "on"
     overrides["method"] = args.method
     return replace(TrainConfig(), **overrides)
 

@@ -1,6 +1,7 @@
 """Auxiliary targets: read from the models table in the ZooData's order, kept aligned through subsets,
 trained by a second head on SNE's code that fit never returns, and refused where they cannot apply."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,3 +166,51 @@ def test_sne_learns_its_tensors_statistics(store):
     assert not any("net.0" in k and "head" not in k for k in result.model.state_dict())   # the head stays behind
     with pytest.raises(ValueError, match="tensor_stats_weight must be a finite number >= 0"):
         TrainConfig(tensor_stats_weight=-1.0)
+
+
+def test_neuron_statistics_read_each_neuron_and_are_permutation_invariant(store):
+    from sne_core.aux_targets import N_NEURON_STATS, neuron_statistic_targets
+    from sne_core.symmetry import permute_hidden
+    a1, a2 = load_zoo(store, "mnist/arch1", "train"), load_zoo(store, "mnist/arch2", "train")
+    groups = a1.groups + a2.groups                                    # Arch1 (4 layers) then Arch2 (5)
+    L1, L2 = a1.groups[0].arch.n_layers, a2.groups[0].arch.n_layers
+    got = neuron_statistic_targets(groups).view(len(a1) + len(a2), -1, N_NEURON_STATS)
+    assert got.shape[1] == max(L1, L2) == L2 > L1
+    # one network's layer, neuron by neuron
+    ws, i, d = a1.groups[0], 3, 1
+    p = {(info.depth, info.role): t[i] for t, info in zip(ws.params, ws.arch.layout)}
+    w, b = p[(d, "weight")], p[(d, "bias")]                           # [out, in, k, k], [out]
+    norms = np.array([w[o].norm().item() for o in range(len(b))])
+    shares = b.numpy() / np.sqrt(norms ** 2 + b.numpy() ** 2)
+    sums = np.array([w[o, j].sum().item() for o in range(w.shape[0]) for j in range(w.shape[1])])
+    want = np.concatenate([np.quantile(x, [0, 0.25, 0.5, 0.75, 1]) for x in (norms, shares, sums)])
+    np.testing.assert_allclose(got[i, d].numpy(), np.sign(want) * np.log1p(np.abs(want) / STAT_FLOOR), rtol=1e-4, atol=1e-4)
+    # undefined: a linear layer's kernel sums, and the layer slots Arch1 does not have
+    assert torch.isnan(got[:len(a1), L1 - 1, 10:]).all() and torch.isfinite(got[:len(a1), L1 - 1, :10]).all()
+    assert torch.isnan(got[:len(a1), L1:]).all() and torch.isfinite(got[:len(a1), :L1 - 1]).all()
+    assert torch.isfinite(got[len(a1):, :, :10]).all()
+    # read as sets of neurons: a function-preserving permutation of the hidden units changes none of them
+    permuted = permute_hidden(ws, torch.Generator().manual_seed(0))
+    assert not torch.equal(permuted.params[0], ws.params[0])
+    torch.testing.assert_close(neuron_statistic_targets([permuted]), neuron_statistic_targets([ws]), equal_nan=True)
+
+
+def test_neuron_statistics_join_the_code_targets_only(store):
+    from sne_core.aux_targets import N_NEURON_STATS
+    from sne_core.encoders.sne import SNE, SNEConfig
+    from sne_core.train import _aux_heads
+    train, val = load_zoo(store, "mnist/arch1", "train"), load_zoo(store, "mnist/arch1", "val")
+    model = SNE(SNEConfig(**SNE_SMALL))
+    n_tensor, n_neuron = 8 * N_STATS, 4 * N_NEURON_STATS
+    for neurons, width in ((True, n_tensor + n_neuron), (False, n_tensor)):
+        head, tensor_head, stats = _aux_heads(model, "sne", train, 0.0, 1.0, 1.0, neurons, "cpu")
+        assert stats.shape == (len(train), width) and head.net[-1].out_features == head.n_records + width
+        assert len(tensor_head.stat_mean) == n_tensor                 # the per-tensor head reads its own columns
+    config = TrainConfig(method="sne", epochs=2, batch_size=8, lr=3e-3, patience=50, device="cpu", amp="none",
+                         invariance_weight=0.0, stats_weight=1.0, tensor_stats_weight=1.0, hyper=SNE_SMALL)
+    on, off = (fit(replace(config, neuron_stats=x), train, val) for x in (True, False))
+    assert all(math.isfinite(h["train_stats"]) and h["train_tensor_stats"] > 0 for h in on.history)
+    assert on.history[0]["train_stats"] != off.history[0]["train_stats"]
+    assert fit(replace(config, neuron_stats=None, epochs=1), train, val).history[0] == on.history[0]   # SNE's default
+    with pytest.raises(ValueError, match="neuron_stats must be true, false or null"):
+        TrainConfig(neuron_stats="yes")

@@ -306,15 +306,19 @@ def test_loss_weights_go_to_sne_only():
     from sne_core.train import TrainConfig
     default = load_profile("smoke")
     assert default.loss_weights("sne") == {"rank_weight": 0.0, "invariance_weight": None, "stats_weight": None,
-                                           "aux_weight": None}         # None: sne_core.methods' defaults
-    own = load_profile("smoke", sne_stats_weight=0.0, sne_invariance_weight=3.0, predictor_rank_weight=0.5)
+                                           "aux_weight": None, "neuron_stats": None}   # None: sne_core.methods' defaults
+    own = load_profile("smoke", sne_stats_weight=0.0, sne_invariance_weight=3.0, predictor_rank_weight=0.5,
+                       sne_neuron_stats=0)
     assert own.loss_weights("sne") == {"rank_weight": 0.5, "invariance_weight": 3.0, "stats_weight": 0.0,
-                                       "aux_weight": None}
+                                       "aux_weight": None, "neuron_stats": False}
+    TrainConfig(method="sne", **own.loss_weights("sne"))
     for method in ("statnn", "gbm", "sne_statnn"):       # no learned code, or parts with their own defaults
         assert own.loss_weights(method) == {"rank_weight": 0.5}
         TrainConfig(method=method, **own.loss_weights(method))
     with pytest.raises(ConfigError, match="field 'sne_stats_weight'"):
         load_profile("smoke", sne_stats_weight=-2.0)
+    with pytest.raises(ConfigError, match="field 'sne_neuron_stats'"):
+        load_profile("smoke", sne_neuron_stats=2)
 
 
 def test_bad_configuration_is_refused_naming_the_field(tmp_path):

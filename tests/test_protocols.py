@@ -178,3 +178,16 @@ def test_cli_bad_input_names_the_problem(store, capsys, tmp_path):
     assert "unknown TrainConfig field(s) ['epoch']" in capsys.readouterr().err
     assert main(["train", "--store", store.root, "--train-zoo", "cifar10/arch1"]) == 2
     assert "no zoo matches dataset='cifar10'" in capsys.readouterr().err
+
+
+def test_cli_flags_override_the_config_file():
+    import argparse
+    from sne_core.train_cli import _load_config, add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--store", "s", "--train-zoo", "mnist/arch1", "--config", '{"neuron_stats": true, "stats_weight": 2}']
+    config = _load_config(p.parse_args(base + ["--neuron-stats", "off", "--stats-weight", "0.5"]))
+    assert (config.neuron_stats, config.stats_weight, config.method) == (False, 0.5, "sne")
+    config = _load_config(p.parse_args(base))
+    assert (config.neuron_stats, config.stats_weight) == (True, 2)
+    assert _load_config(p.parse_args(base[:4])).neuron_stats is None           # the method's default
