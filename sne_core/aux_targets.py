@@ -106,13 +106,13 @@ def neuron_statistic_targets(groups: list[WeightSet]) -> torch.Tensor:
     networks. As GBM inputs beside StatNN's, they lifted test tau on a 1,000-network MNIST/Arch1 zoo
     (400 training networks) from 0.769 to 0.781, validation tau from 0.789 to 0.812 (docs/RESULTS.md,
     session 21)."""
-    q, k = torch.tensor(QUANTILES), len(QUANTILES)
-    n_layers = max(ws.arch.n_layers for ws in groups)
+    k, n_layers = len(QUANTILES), max(ws.arch.n_layers for ws in groups)
     out = []
-    for ws in groups:
-        n = len(ws)
-        s = torch.full((n, n_layers, N_NEURON_STATS), float("nan"))
-        params = {(info.depth, info.role): p.detach().float().cpu() for p, info in zip(ws.params, ws.arch.layout)}
+    for ws in groups:                # on the weights' device, like statistic_targets, so the two concatenate
+        n, dev = len(ws), ws.params[0].device
+        q = torch.tensor(QUANTILES, device=dev)
+        s = torch.full((n, n_layers, N_NEURON_STATS), float("nan"), device=dev)
+        params = {(info.depth, info.role): p.detach().float() for p, info in zip(ws.params, ws.arch.layout)}
         for d in range(ws.arch.n_layers):
             w, b = params[(d, "weight")], params.get((d, "bias"))
             norms = w.reshape(n, w.shape[1], -1).norm(dim=2)                           # [N, out]
@@ -225,10 +225,8 @@ class TensorStatsHead(nn.Module):
         self.stat_std.copy_(std)
 
     def targets(self, stats: torch.Tensor, groups: list[WeightSet]) -> torch.Tensor:
-        """stats [B, >= n_stats], the batch's rows of `statistic_targets` in group order (any columns after
-        them, `neuron_statistic_targets`', are not this head's) -> standardised targets [n_tensors, N_STATS]
-        in SNE's set order (group, then tensor of its layout, then network)."""
-        stats = stats[:, :len(self.stat_mean)]
+        """stats [B, n_stats], the batch's rows of `statistic_targets` in group order -> standardised
+        targets [n_tensors, N_STATS] in SNE's set order (group, then tensor of its layout, then network)."""
         target = ((stats - self.stat_mean) / self.stat_std).view(len(stats), -1, N_STATS)   # [B, T, 7]
         rows, b0 = [], 0
         for ws in groups:

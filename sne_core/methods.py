@@ -99,8 +99,8 @@ def register_method(method: Method) -> Method:
 
 
 for _m in (
-    Method("sne", "sne_core.encoders.sne:SNE", invariance_weight=1.0, ema_epochs=4.0, stats_weight=1.0, neuron_stats=True,
-           build_style="sne"),
+    Method("sne", "sne_core.encoders.sne:SNE", invariance_weight=1.0, ema_epochs=4.0, stats_weight=1.0,
+           neuron_stats=True, build_style="sne"),
     Method("mlp", "sne_core.baselines.mlp:MLPPredictor"),
     Method("deepsets", "sne_core.baselines.deepsets:DeepSetsPredictor"),
     Method("statnn", "sne_core.baselines.statnn:StatNNPredictor"),

@@ -314,7 +314,8 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
     w_stat = method.stats_weight if config.stats_weight is None else config.stats_weight
     w_tstat = method.tensor_stats_weight if config.tensor_stats_weight is None else config.tensor_stats_weight
     neurons = method.neuron_stats if config.neuron_stats is None else config.neuron_stats
-    aux_head, tensor_head, stats = _aux_heads(model, method.name, train_dev, w_rec, w_stat, w_tstat, neurons, device)
+    aux_head, tensor_head, code_stats, tensor_stats = _aux_heads(model, method.name, train_dev, w_rec, w_stat, w_tstat,
+                                                                 neurons, device)
     for head in (aux_head, tensor_head):   # trained with the predictor, never part of what fit returns
         if head is not None:
             opt.add_param_group({"params": list(head.parameters())})
@@ -345,9 +346,9 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
                     logits, z, T = model(groups, return_codes=True)                  # [B], [B, d], [n_tensors, d]
                     if aux_head is not None:
                         aux, stat = aux_head.loss(z, train_dev.aux[idx] if w_rec > 0 else None,
-                                                  stats[idx] if w_stat > 0 else None)
+                                                  None if code_stats is None else code_stats[idx])
                     if tensor_head is not None:
-                        tstat = tensor_head.loss(T, stats[idx], groups)
+                        tstat = tensor_head.loss(T, tensor_stats[idx], groups)
                     logits = logits.float()
                 bce = F.binary_cross_entropy_with_logits(logits, y)
                 rank = pairwise_rank_loss(logits, y) if config.rank_weight > 0 else zero
@@ -388,12 +389,12 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
 
 def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, w_tstat: float, neurons: bool,
                device):
-    """(auxiliary head for `model`'s code or None, per-tensor statistics head or None, the training
-    networks' statistics targets or None), each head present when its weight is > 0 (sne_core.aux_targets).
-    The targets are `statistic_targets`' columns, then with `neurons` `neuron_statistic_targets`' (asked of
-    the code z only)."""
+    """(auxiliary head for `model`'s code, per-tensor statistics head, the training networks' statistics
+    targets for each), each present when its weight is > 0, else None (sne_core.aux_targets). The code's
+    targets are `statistic_targets`' columns, then with `neurons` `neuron_statistic_targets`'; the
+    per-tensor head's are the former only."""
     if w_rec == 0 and w_stat == 0 and w_tstat == 0:
-        return None, None, None
+        return None, None, None, None
     code_dim = getattr(model, "code_dim", None)
     if code_dim is None:
         raise ValueError(f"method {method!r}: auxiliary targets (aux_weight={w_rec}, stats_weight={w_stat}, "
@@ -402,19 +403,18 @@ def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, 
                          "set the weights to 0 for it")
     if w_rec > 0:
         check_targets(train.aux, len(train), train.zoo)
-    stats = statistic_targets(train.groups) if w_stat > 0 or w_tstat > 0 else None
-    n_tensor_stats = None if stats is None else stats.shape[1]
-    if stats is not None and w_stat > 0 and neurons:
-        stats = torch.cat([stats, neuron_statistic_targets(train.groups)], dim=1)
-    head = tensor_head = None
+    stats = statistic_targets(train.groups).to(device) if w_stat > 0 or w_tstat > 0 else None   # [N, T * 7]
+    code_stats = tensor_stats = head = tensor_head = None
+    if w_stat > 0:
+        code_stats = torch.cat([stats, neuron_statistic_targets(train.groups).to(device)], dim=1) if neurons else stats
     if w_rec > 0 or w_stat > 0:
-        head = AuxHead(code_dim, stats.shape[1] if w_stat > 0 else 0).to(device)
-        head.fit_scale(train.aux.cpu() if w_rec > 0 else None, stats.cpu() if w_stat > 0 else None)
+        head = AuxHead(code_dim, 0 if code_stats is None else code_stats.shape[1]).to(device)
+        head.fit_scale(train.aux.cpu() if w_rec > 0 else None, None if code_stats is None else code_stats.cpu())
     if w_tstat > 0:
-        tensor_head = TensorStatsHead(code_dim, n_tensor_stats).to(device)
-        tensor_head.fit_scale(stats[:, :n_tensor_stats].cpu())
-    stats = None if stats is None else stats.to(device)
-    return head, tensor_head, stats
+        tensor_stats = stats
+        tensor_head = TensorStatsHead(code_dim, stats.shape[1]).to(device)
+        tensor_head.fit_scale(stats.cpu())
+    return head, tensor_head, code_stats, tensor_stats
 
 
 def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[str], train: ZooData,

@@ -13,10 +13,16 @@ import os
 import sys
 from dataclasses import fields, replace
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
 # Flags that map one-to-one onto TrainConfig fields (None = keep the --config / default value).
 _CONFIG_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "patience": int,
                  "invariance_weight": float, "ema_epochs": float, "rank_weight": float, "aux_weight": float,
-                 "stats_weight": float, "tensor_stats_weight": float, "members": int,
+                 "stats_weight": float, "tensor_stats_weight": float, "neuron_stats": _on_off, "members": int,
                  "lr_schedule": str, "device": str, "amp": str}
 
 
@@ -35,9 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, typ in _CONFIG_FLAGS.items():
         choices = {"amp": ("none", "bf16", "auto"), "lr_schedule": ("constant", "cosine")}.get(name)
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, choices=choices,
-                       help=f"TrainConfig.{name}")
-    p.add_argument("--neuron-stats", choices=("on", "off"), default=None,
-                   help="TrainConfig.neuron_stats: per-layer neuron statistics among the statistics targets")
+                       metavar="{on,off}" if typ is _on_off else None, help=f"TrainConfig.{name}")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-epoch metrics to stderr")
 
 
@@ -61,8 +65,6 @@ def _load_config(args):
         if unknown:
             raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
     overrides.update({k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None})
-    if args.neuron_stats is not None:
-        overrides["neuron_stats"] = args.neuron_stats == "on"
     overrides["method"] = args.method
     return replace(TrainConfig(), **overrides)
 

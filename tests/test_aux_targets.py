@@ -203,7 +203,7 @@ def test_neuron_statistics_join_the_code_targets_only(store):
     model = SNE(SNEConfig(**SNE_SMALL))
     n_tensor, n_neuron = 8 * N_STATS, 4 * N_NEURON_STATS
     for neurons, width in ((True, n_tensor + n_neuron), (False, n_tensor)):
-        head, tensor_head, stats = _aux_heads(model, "sne", train, 0.0, 1.0, 1.0, neurons, "cpu")
+        head, tensor_head, stats, _ = _aux_heads(model, "sne", train, 0.0, 1.0, 1.0, neurons, "cpu")
         assert stats.shape == (len(train), width) and head.net[-1].out_features == head.n_records + width
         assert len(tensor_head.stat_mean) == n_tensor                 # the per-tensor head reads its own columns
     config = TrainConfig(method="sne", epochs=2, batch_size=8, lr=3e-3, patience=50, device="cpu", amp="none",
