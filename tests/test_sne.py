@@ -30,10 +30,8 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, with the log-magnitude channel, with its value bins, and
-# with the output layer's class encoding
-CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8),
-            dict(class_encoding=True)]
+# without input channels beyond the linear one, with the log-magnitude channel, and with its value bins
+CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -114,50 +112,18 @@ def test_gradients_reach_every_parameter(channels):
     assert not dead, dead
 
 
-@pytest.mark.parametrize("class_encoding", [False, True])
-def test_streaming_gives_the_same_outputs_and_gradients(class_encoding):
+def test_streaming_gives_the_same_outputs_and_gradients():
     groups = [nets(ARCH1, 3, 0), nets(BIG, 2, 1)]
     n_chunks = 2 * sum(math.ceil(p.numel / math.prod(p.shape[2:]) / 32) for p in BIG.layout)
     assert n_chunks > 10 * 16  # the small budget below really streams, in many slices
-    full = model(chunk_budget=10**6, class_encoding=class_encoding)
-    # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
-    streamed = model(chunk_budget=16, class_encoding=class_encoding)
+    full = model(chunk_budget=10**6)
+    streamed = model(chunk_budget=16)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
     l1, g1 = _loss_and_grads(full, groups)
     l2, g2 = _loss_and_grads(streamed, groups)
     assert torch.allclose(l1, l2, **TOL)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-3), n
     # and without checkpointing, too
-    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, class_encoding=class_encoding), groups)
+    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False), groups)
     assert torch.allclose(l1, l3, **TOL)
     assert all(torch.allclose(g1[n], g3[n], atol=1e-5, rtol=1e-3) for n in g1)
-
-
-def _relabel_classes(ws: WeightSet, order: list[int]) -> WeightSet:
-    """The same networks with their output units (the last layer's rows and biases) in another order."""
-    last = ws.arch.n_layers - 1
-    return WeightSet(ws.arch, [p[:, order] if info.depth == last else p for p, info in zip(ws.params, ws.arch.layout)])
-
-
-@pytest.mark.parametrize("arch", [ARCH1, ARCH2, BIG])
-def test_class_encoding_reads_the_order_of_the_output_units_only(arch):
-    ws = nets(arch, 3, 0)
-    # units 0-9 in chunks of two (16 inputs each, c = 32): this relabelling moves whole chunks and swaps
-    # the units within one, so without the encoding every chunk is the same set as before
-    relabelled = _relabel_classes(ws, [3, 2, 1, 0, 4, 5, 6, 7, 9, 8])
-    whole_neurons = 32 % arch.layout[-2].shape[1] == 0   # Arch2's last layer has 20 inputs: chunks split neurons
-    with torch.no_grad():
-        plain, classes = model(), model(class_encoding=True)
-        if whole_neurons:   # without the encoding the output units are a set: relabelling changes nothing
-            assert torch.allclose(plain.encode([ws]), plain.encode([relabelled]), **TOL)
-        moved = (classes.encode([ws]) - classes.encode([relabelled])).abs().amax(1)   # [3]
-        # every network's code moves, by far more than float noise (the 0.1 scale and the pooling make it
-        # small at initialisation; training sets the scale)
-        assert moved.min() > 1e-5, moved
-    # the encoding touches the last layer's elements only: a network's first layer does not see it
-    ch = classes._chunk([ws])
-    units = [p[4] for e in ch.sources for p in ch.sources[e]]
-    depths = [p[3] for e in ch.sources for p in ch.sources[e]]
-    assert all((u is not None) == (d == arch.n_layers - 1) for u, d in zip(units, depths))
-    bias = next(p for e in ch.sources for p in ch.sources[e] if p[4] is not None and p[2] in (1, 3))
-    assert bias[4][0, :10].tolist() == list(range(10)) and (bias[4][0, 10:] == -1).all()   # one per class, then padding

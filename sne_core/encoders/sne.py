@@ -80,15 +80,6 @@ class SNEConfig:
     # s spans about +-7 for values up to ~10x their type's RMS (log_floor 0.01).
     value_bins: int = 0
     value_range: float = 7.5
-    # Class encoding: every element of the network's last layer (the weights into output unit k, and
-    # bias k) also gets a sinusoidal encoding of k, scaled by a learned factor. Why: permuting hidden
-    # units preserves a network's function, but permuting its output units relabels the classes, so
-    # that order is information a set encoder otherwise throws away. It is most of what ranks the
-    # collapsed networks among themselves: one that predicts a constant class scores that class's
-    # share of the test set (MNIST's test classes range from 8.9% to 11.4%), and which class that is
-    # shows in the classifier's bias. The hidden-unit symmetries are untouched (the code depends
-    # only on k, never on a hidden unit's place), so the invariance regulariser is unchanged.
-    class_encoding: bool = False
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -101,12 +92,11 @@ def _slices(parts, budget: int):
     """Consecutive slices of at most `budget` chunks across parts (tensors of any layer or architecture).
     Yields lists of pieces (views into the parts); `_join` copies one slice into one tensor."""
     pieces, size = [], 0
-    for chunks, valid, code, depth, unit in parts:
+    for chunks, valid, code, depth in parts:
         start = 0
         while start < len(chunks):
             take = min(budget - size, len(chunks) - start)
-            pieces.append((chunks[start:start + take], valid[start:start + take], code, depth,
-                           None if unit is None else unit[start:start + take]))
+            pieces.append((chunks[start:start + take], valid[start:start + take], code, depth))
             size, start = size + take, start + take
             if size == budget:
                 yield pieces
@@ -116,22 +106,18 @@ def _slices(parts, budget: int):
 
 
 def _join(pieces):
-    """pieces -> (elements [n, c, e], valid [n], type code [n], depth [n], output unit [n, c] or None)."""
+    """pieces -> (elements [n, c, e], valid [n], type code [n], depth [n])."""
     dev = pieces[0][0].device
-    units = None
-    if any(p[4] is not None for p in pieces):   # -1 where an element is not in the last layer
-        units = torch.cat([p[4] if p[4] is not None else torch.full(p[0].shape[:2], -1, device=dev) for p in pieces])
     return (torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces]),
             torch.cat([torch.full((len(p[0]),), p[2], device=dev) for p in pieces]),
-            torch.cat([torch.full((len(p[0]),), p[3], device=dev) for p in pieces]), units)
+            torch.cat([torch.full((len(p[0]),), p[3], device=dev) for p in pieces]))
 
 
 @dataclass
 class _Chunks:
     """The mini-batch as sets, each index tensor in one fixed order (see SNE._chunk)."""
     sources: dict[int, list[tuple[torch.Tensor, torch.Tensor, int, int]]]
-    #        element size e -> parts (chunks [n, c, e], valid elements per chunk [n], type code, depth,
-    #        output unit of each element [n, c] for the last layer with SNEConfig.class_encoding, else None),
+    #        element size e -> parts (chunks [n, c, e], valid elements per chunk [n], type code, depth),
     #        one part per parameter tensor of an architecture, all its networks; chunks are views of
     #        the weights where possible and are copied together only one budget-sized slice at a time
     chunk_set: torch.Tensor    # [n_chunks]  which tensor-set each chunk (in source order) belongs to
@@ -181,7 +167,6 @@ class SNE(nn.Module):
         # added at full size they drown the (small) differences between networks before each pooling
         # (measured at init: 1.6x closer codes). A learned scale, starting at 0.1, lets training decide.
         self.enc_scale = nn.Parameter(torch.tensor(0.1))
-        self.class_scale = nn.Parameter(torch.tensor(0.1)) if cfg.class_encoding else None   # see SNEConfig
         self.phi1, self.phi2, self.pool_chunk = SetEncoder(h, nh), SetEncoder(h, nh), PMA(h, nh)  # chunk encoder
         self.phi3, self.pool_tensor = SetEncoder(h, nh), PMA(h, nh)                                # layer encoder
         self.sep, self.pool_layer = SetEncoder(h, nh), PMA(h, nh)                                  # separated layer enc.
@@ -233,13 +218,8 @@ class SNE(nn.Module):
             for p, info in zip(ws.params, ws.arch.layout):
                 chunks, valid = chunk_tensor(p.to(dev, torch.float32), info, c)  # [N, m, c, e], [m]
                 m, e = chunks.shape[1], chunks.shape[3]
-                unit = None
-                if self.class_scale is not None and info.depth == L - 1:   # the output layer's unit of each element
-                    n_el = int(valid.sum())                                         # elements of this tensor
-                    k = torch.arange(n_el, device=dev) // (n_el // info.shape[0])    # row-major over (out, in)
-                    unit = F.pad(k, (0, m * c - n_el), value=-1).view(m, c).repeat(N, 1)  # [N * m, c]
                 parts.setdefault(e, []).append((chunks.reshape(N * m, c, e), valid.to(dev).repeat(N),
-                                                TYPE_CODE[(info.kind, info.role)], info.depth, unit))
+                                                TYPE_CODE[(info.kind, info.role)], info.depth))
                 # tensor-sets of this tensor are (net 0, net 1, ...); net n's chunks are contiguous
                 chunk_set_parts.append((e, n_sets + torch.arange(N, device=dev).repeat_interleave(m)))
                 set_len.append(torch.full((N,), m, device=dev))
@@ -268,7 +248,7 @@ class SNE(nn.Module):
     def _encode_chunks(self, pieces: list, index: torch.Tensor) -> torch.Tensor:
         """Chunk encoder on one slice of pieces -> chunk vectors [n, h]. The slice is assembled here,
         inside the checkpoint, so only views of the weights are kept between forward and backward."""
-        elements, valid, code, depth, unit = _join(pieces)                    # [n, c, e], [n], [n], [n], [n, c]
+        elements, valid, code, depth = _join(pieces)                          # [n, c, e], [n], [n], [n]
         emask = torch.arange(self.config.chunk_size, device=elements.device)[None] < valid[:, None]  # [n, c]
         elements = elements / self.input_scale[code][:, None, None]           # O(1) values, see __init__
         x = F.linear(elements, self.embed.weight[:, index], self.embed.bias)  # == embed(zero-padded to K*K)
@@ -277,9 +257,6 @@ class SNE(nn.Module):
             x = x + F.linear(log_mag, self.embed_log.weight[:, index])
             if self.embed_bins is not None:                                   # value-bin channel, see SNEConfig
                 x = x + self._embed_bins(log_mag, index)
-        if unit is not None:                                                  # class encoding, see SNEConfig
-            enc = sinusoidal(unit.clamp(min=0).flatten(), self.config.hidden).view(*unit.shape, -1)  # [n, c, h]
-            x = x + self.class_scale * enc * (unit >= 0)[..., None]
         x = self.phi1(x, emask)                                               # [n, c, h]
         x = x + self._type_depth_enc(code, depth)[:, None]
         x = self.phi2(x, emask)
