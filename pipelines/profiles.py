@@ -69,7 +69,7 @@ class RunProfile(ConfigurableResource):
                                     description="weight of SNE's auxiliary weight-statistics targets; -1 = its default (1)")
     sne_neuron_stats: int = Field(default=-1, ge=-1, le=1,
                                   description="1/0: per-layer neuron statistics among SNE's statistics targets "
-                                              "(TrainConfig.neuron_stats); -1 = its default (on)")
+                                              "(TrainConfig.neuron_stats); -1 = its default (off)")
     sne_aux_weight: float = Field(default=-1.0, ge=-1.0,
                                   description="weight of SNE's auxiliary zoo-record targets; -1 = its default (0)")
     predictor_rank_weight: float = Field(default=0.0, ge=0.0,
