@@ -14,7 +14,7 @@ loss weight (TrainConfig.aux_weight, TrainConfig.stats_weight):
   init, activation. Labels, so training networks only, like the test accuracy itself.
 - statistics: StatNN's 7 numbers (mean, variance, 0/25/50/75/100 % quantiles) of each of the
   network's own tensors, zero-padded slots left out. Self-supervised: computed from the weights.
-  With TrainConfig.neuron_stats (SNE's default), also three statistics per layer that are read neuron
+  With TrainConfig.neuron_stats (off by default), also three statistics per layer that are read neuron
   by neuron (`neuron_statistic_targets`): the spread of its neurons' weight norms, of their bias
   shares, and of its kernels' sums.
 

@@ -96,7 +96,7 @@ class TrainConfig:
     tensor_stats_weight: float | None = None
     # With stats_weight > 0, also per-layer statistics read neuron by neuron as targets of the same loss
     # (aux_targets.neuron_statistic_targets: weight norms, bias shares, kernel sums). None = the method's
-    # default (sne_core.methods: on for SNE).
+    # default (sne_core.methods: off for every method).
     neuron_stats: bool | None = None
 
     def __post_init__(self):
