@@ -30,8 +30,8 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, with the log-magnitude channel, and with its value bins
-CHANNELS = [dict(log_floor=0.0, value_bins=0), dict(log_floor=0.01, value_bins=0), dict(log_floor=0.01, value_bins=8)]
+# without input channels beyond the linear one, and with the log-magnitude channel
+CHANNELS = [dict(log_floor=0.0), dict(log_floor=0.01)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)

@@ -8,8 +8,7 @@ chunk -> layer -> network, one set of parameters for every architecture:
     layer vectors of one network   --+depth enc, Φ4, PMA-------------------> code z         [B, h]
     z --MLP--> logit of the predicted test accuracy                                          [B]
 
-`embed` reads each value twice: scaled linearly and through a log-magnitude channel (SNEConfig.log_floor),
-and optionally a third time as soft bins of that log magnitude (SNEConfig.value_bins, off by default).
+`embed` reads each value twice: scaled linearly and through a log-magnitude channel (SNEConfig.log_floor).
 
 Batched: every stage runs on one padded tensor holding all networks of the mini-batch, across
 layers and architectures (Python loops only run over the few parameter tensors of each
@@ -69,17 +68,6 @@ class SNEConfig:
     # log-magnitude channel"): +0.035 test tau on a 1,000-network MNIST zoo, +0.006 on Fashion-MNIST.
     # A floor of 0.001 was worse on Fashion-MNIST (validation tau 0.722 against 0.738).
     log_floor: float = 0.01
-    # Value-bin channel: each value's signed log magnitude s (as above) is also read as a soft one-hot
-    # over `value_bins` Gaussian bins spaced evenly on [-value_range, value_range] (width = spacing),
-    # through a third, bias-free projection. 0 = off; needs the log channel (log_floor > 0). Why:
-    # pooled over a set, soft one-hots are a soft histogram of the set's values, so a linear readout
-    # of a pooled code gives the spread and quantiles of a tensor. Those per-tensor quantiles are what
-    # StatNN and GBM rank these zoos with, and what SNE, fed each value as one linear feature, did not
-    # learn to compute from 800 networks (docs/RESULTS.md, sessions 11-12). Off by default: measured
-    # once, +0.003 test tau and +0.014 validation tau, within seed noise (docs/RESULTS.md, "Session 15").
-    # s spans about +-7 for values up to ~10x their type's RMS (log_floor 0.01).
-    value_bins: int = 0
-    value_range: float = 7.5
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -154,15 +142,6 @@ class SNE(nn.Module):
         # are among the strongest signals of generalisation. Fitted by `prepare` on training data only.
         self.register_buffer("input_scale", torch.ones(len(TYPE_CODE)))
         self.embed_log = nn.Linear(cfg.max_kernel ** 2, h, bias=False) if cfg.log_floor > 0 else None
-        if cfg.value_bins < 0 or (cfg.value_bins > 0 and cfg.log_floor == 0):
-            raise ValueError(f"SNEConfig.value_bins must be >= 0 and needs log_floor > 0 (it bins the log channel), "
-                             f"got value_bins={cfg.value_bins}, log_floor={cfg.log_floor}")
-        if cfg.value_bins:   # one projection per (kernel position, bin), indexed by position like `embed`
-            self.register_buffer("bin_centres", torch.linspace(-cfg.value_range, cfg.value_range, cfg.value_bins))
-            self.bin_width = 2 * cfg.value_range / max(cfg.value_bins - 1, 1)   # the spacing of the centres
-            self.embed_bins = nn.Linear(cfg.max_kernel ** 2 * cfg.value_bins, h, bias=False)
-        else:
-            self.embed_bins = None
         # The sinusoidal type/depth encodings are O(1) per dimension and identical for every network:
         # added at full size they drown the (small) differences between networks before each pooling
         # (measured at init: 1.6x closer codes). A learned scale, starting at 0.1, lets training decide.
@@ -255,19 +234,10 @@ class SNE(nn.Module):
         if self.embed_log is not None:                                        # log-magnitude channel, see SNEConfig
             log_mag = torch.sign(elements) * torch.log1p(elements.abs() / self.config.log_floor)
             x = x + F.linear(log_mag, self.embed_log.weight[:, index])
-            if self.embed_bins is not None:                                   # value-bin channel, see SNEConfig
-                x = x + self._embed_bins(log_mag, index)
         x = self.phi1(x, emask)                                               # [n, c, h]
         x = x + self._type_depth_enc(code, depth)[:, None]
         x = self.phi2(x, emask)
         return self.pool_chunk(x, emask)                                      # [n, h]
-
-    def _embed_bins(self, log_mag: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Signed log magnitudes [n, c, e] -> their soft one-hots over the bins, projected: [n, c, h]."""
-        B = self.config.value_bins
-        bins = torch.exp(-0.5 * ((log_mag[..., None] - self.bin_centres) / self.bin_width) ** 2)   # [n, c, e, B]
-        weight = self.embed_bins.weight.view(-1, self.config.max_kernel ** 2, B)[:, index]  # [h, e, B]
-        return F.linear(bins.flatten(2), weight.flatten(1))
 
     def _encode_tensors(self, Z: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
                         depth: torch.Tensor) -> torch.Tensor:
