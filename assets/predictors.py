@@ -10,7 +10,8 @@ scatter, config, checkpoint). The raw per-seed rows (`sne_core.protocols.evaluat
 store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result tables read
 them, so no predictor is trained twice for three tables.
 
-Idempotent: the rows carry a content key (method, training config, zoo fingerprints). When the
+Idempotent: the rows carry a content key (method, training config, the library's defaults for the
+method, zoo fingerprints). When the
 stored rows have the same key and their MLflow runs exist, the partition is not retrained and
 nothing new is logged (set the tracker's `new_runs` to force fresh runs).
 """
@@ -75,6 +76,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
 def train_partition(context: AssetExecutionContext, partition_key, profile: RunProfile, mlflow: MLflowTracker, *,
                     zoo_store, fingerprint, device: str, experiment_id: str) -> dict:
     """Train (or reuse) one (method, training zoo) partition; returns its metadata."""
+    from sne_core.methods import defaults_fingerprint
     from sne_core.protocols import evaluate
     from sne_core.train import TrainConfig
     keys = predictor_partitions.get_partition_key_from_str(str(partition_key)).keys_by_dimension
@@ -90,11 +92,15 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
                          members=profile.predictor_members, hyper=profile.hyper(method),
                          **profile.loss_weights(method))
     fingerprints = {z: fingerprint(z) for z in targets}
+    # what the library decides where the profile is silent (registry entry, SNEConfig, TrainConfig defaults):
+    # in the key, so rows trained before a library default changed are trained again, not reused
+    library = defaults_fingerprint(method)
     params = {**{f"profile.{k}": v for k, v in profile.fields().items()},
               **{f"train.{k}": v for k, v in config.as_dict().items()},
-              **{f"zoo_fingerprint.{z}": f for z, f in fingerprints.items()}}
+              **{f"zoo_fingerprint.{z}": f for z, f in fingerprints.items()},
+              "library_defaults": library}
     key = mlflow.run_key(method=method, train_zoo=train_zoo, targets=targets, train=config.as_dict(),
-                         split_seed=profile.split_seed, zoos=fingerprints, seeds=profile.seeds())
+                         split_seed=profile.split_seed, zoos=fingerprints, seeds=profile.seeds(), library=library)
     path = predictions_path(method, dataset, arch)
 
     old = _stored_rows(zoo_store, path)

@@ -10,7 +10,7 @@ zoo; the in-distribution, cross-dataset and cross-architecture tables are cut fr
 Everything resumes: rerun the same command after an interruption and it trains only what is
 missing, networks (the store) and (method, training zoo) jobs (their rows are kept in
 --out/jobs-<key>/, key = the settings that decide the rows; each job's file is named with its
-method's library defaults, `method_fingerprint`, so a changed default trains that method again).
+method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again).
 `--budget-s S` starts no new work after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
 Outputs in --out:
@@ -151,21 +151,11 @@ def train_overrides(args) -> dict:
     return out
 
 
-def method_fingerprint(method: str) -> str:
-    """The library's defaults for `method` (its registry entry: hyperparameters, invariance, averaging and
-    auxiliary weights; a composite's parts' entries too), hashed. The jobs folder's key holds only what
-    the command sets, so without this a changed library default (say SNE's stats_weight) would reuse the
-    rows trained before the change."""
-    from sne_core.methods import get_method
-    spec = get_method(method)
-    key = json.dumps([asdict(spec)] + [asdict(get_method(p)) for p in spec.parts], sort_keys=True, default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
 def job_path(folder: Path, method: str, train_zoo: str) -> Path:
     """A job's rows; the file's presence marks the job done. Named with the method's fingerprint, so a job
     trained under other library defaults is not found (and is trained again)."""
-    return folder / f"{method}-{method_fingerprint(method)}__{train_zoo.replace('/', '__')}.csv"
+    from sne_core.methods import defaults_fingerprint
+    return folder / f"{method}-{defaults_fingerprint(method)}__{train_zoo.replace('/', '__')}.csv"
 
 
 def predictions_path(folder: Path, method: str, train_zoo: str) -> Path:

@@ -8,8 +8,12 @@ torch and brings its own `fit`/`predict` (see `sne_core.train._fit_gbm`).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
-from dataclasses import dataclass, field
+import inspect
+import json
+import sys
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 
@@ -149,3 +153,29 @@ def check_method_arch(method: str, arch) -> None:
     check: Callable | None = getattr(spec.cls(), "check_arch", None)
     if check is not None:
         check(arch)
+
+
+def _constructor_defaults(spec: Method) -> dict:
+    """What `spec.build` leaves to the predictor class: SNEConfig's fields for SNE, the keyword defaults of
+    the class's constructor otherwise (a composite has none of its own)."""
+    if spec.parts:
+        return {}
+    cls = spec.cls()
+    if spec.build_style == "sne":
+        return asdict(getattr(sys.modules[cls.__module__], "SNEConfig")())
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def defaults_fingerprint(name: str) -> str:
+    """Everything the library decides for method `name` when a caller sets nothing, hashed: its registry
+    entry (hyperparameters, invariance, averaging and auxiliary weights), its predictor class's defaults
+    (SNEConfig for SNE), TrainConfig's defaults, and the same for a composite's parts. Result keys (the
+    Dagster predictor's MLflow key, paper_tables' job files) hold what the caller set plus this, so rows
+    trained before a library default changed are not reused. The price: a new TrainConfig field changes
+    every method's fingerprint and trains everything again (correct, if not always needed)."""
+    from sne_core.train import TrainConfig   # here: sne_core.train imports this module
+    specs = [get_method(name)] + [get_method(p) for p in get_method(name).parts]
+    key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [asdict(TrainConfig())],
+                     sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:8]

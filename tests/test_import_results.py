@@ -19,13 +19,14 @@ from pipelines.mlflow_tracking import TASK
 from pipelines.resources import MLflowTracker
 from sne_core.cli import main as sne_main
 from sne_core.metrics import summarize
+from sne_core.methods import defaults_fingerprint
 from sne_core.results import (CSV_COLUMNS, PREDICTION_COLUMNS, TABLES, ResultsError, predictions_frame,
                               read_predictions, read_results, write_predictions)
 from sne_core.store import ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from paper_tables import elapsed_s, job_path, method_fingerprint  # noqa: E402
+from paper_tables import elapsed_s, job_path  # noqa: E402
 from test_store import refused_byte_flips  # noqa: E402
 
 
@@ -136,10 +137,10 @@ def test_a_changed_library_default_names_new_job_files(monkeypatch, tmp_path):
     # the jobs folder's key holds what the command sets; a method's own defaults are in its job files' names
     from dataclasses import replace
     from sne_core import methods
-    before = {m: method_fingerprint(m) for m in ("sne", "statnn", "sne_statnn")}
+    before = {m: defaults_fingerprint(m) for m in ("sne", "statnn", "sne_statnn")}
     assert job_path(tmp_path, "sne", "mnist/arch1") == tmp_path / f"sne-{before['sne']}__mnist__arch1.csv"
     monkeypatch.setitem(methods.METHODS, "sne", replace(methods.METHODS["sne"], stats_weight=0.0))
-    after = {m: method_fingerprint(m) for m in before}
+    after = {m: defaults_fingerprint(m) for m in before}
     assert after["sne"] != before["sne"] and after["statnn"] == before["statnn"]
     assert after["sne_statnn"] != before["sne_statnn"]      # a composite is composed again when a part changes
 

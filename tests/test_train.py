@@ -7,7 +7,8 @@ import torch
 
 from sne_core.archs import get_arch, parse_spec, register_arch
 from sne_core.encoders import UnsupportedArchitecture
-from sne_core.methods import METHODS, Method, MethodError, check_method_arch, get_method, register_method
+from sne_core.methods import (METHODS, Method, MethodError, check_method_arch, defaults_fingerprint, get_method,
+                              register_method)
 from sne_core.metrics import kendall_tau
 from sne_core.protocols import load_zoo
 from sne_core.store import ZooStore
@@ -50,6 +51,28 @@ def test_config_and_registry_errors():
     assert [m for m, spec in METHODS.items() if spec.ema_epochs > 0] == ["sne"]     # averaging: SNE only
     assert [m for m, spec in METHODS.items() if spec.stats_weight > 0] == ["sne"]   # needs a learned code
     assert all(spec.aux_weight == 0 for spec in METHODS.values())
+
+
+def test_defaults_fingerprint_follows_every_library_default(monkeypatch):
+    # what result keys add to what a caller set (sne_core.methods.defaults_fingerprint): defaults no registry
+    # entry names too, an SNEConfig field, a baseline's constructor keyword, a TrainConfig field
+    from dataclasses import field, make_dataclass
+    from sne_core import train
+    from sne_core.baselines import statnn
+    from sne_core.encoders import sne
+    before = {m: defaults_fingerprint(m) for m in ("sne", "statnn", "gbm")}
+    monkeypatch.setattr(sne, "SNEConfig", make_dataclass("SNEConfig", [("hidden", int, field(default=999))]))
+    assert defaults_fingerprint("sne") != before["sne"] and defaults_fingerprint("statnn") == before["statnn"]
+    monkeypatch.undo()
+    init = statnn.StatNNPredictor.__init__
+    monkeypatch.setattr(statnn.StatNNPredictor.__init__, "__defaults__", tuple(
+        (d + 1 if isinstance(d, int) and not isinstance(d, bool) else d) for d in init.__defaults__))
+    assert defaults_fingerprint("statnn") != before["statnn"] and defaults_fingerprint("sne") == before["sne"]
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "TrainConfig", make_dataclass("TrainConfig", [("lr", float, field(default=9.0))]))
+    assert all(defaults_fingerprint(m) != before[m] for m in before)
+    monkeypatch.undo()
+    assert {m: defaults_fingerprint(m) for m in before} == before
 
 
 def test_check_method_arch():
