@@ -11,9 +11,8 @@ store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result
 them, so no predictor is trained twice for three tables.
 
 Idempotent: the rows carry a content key (method, training config, the library's defaults for the
-method, zoo fingerprints). When the
-stored rows have the same key and their MLflow runs exist, the partition is not retrained and
-nothing new is logged (set the tracker's `new_runs` to force fresh runs).
+method, zoo fingerprints). When the stored rows have the same key and their MLflow runs exist, the
+partition is not retrained and nothing new is logged (set the tracker's `new_runs` to force fresh runs).
 """
 
 import functools

@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -75,6 +74,10 @@ class Method:
         except (ImportError, AttributeError) as e:
             raise MethodError(f"method {self.name!r}: cannot load {self.target} ({e})") from e
 
+    def config_class(self):
+        """The config dataclass a "sne"-style class is built from: SNEConfig in the target's module."""
+        return getattr(importlib.import_module(self.target.split(":")[0]), "SNEConfig")
+
     def build(self, train_archs: list, hyper: dict | None = None):
         """An untrained predictor (training: sne_core.train.fit)."""
         if self.parts:
@@ -83,8 +86,7 @@ class Method:
         h = {**self.hyper, **(hyper or {})}
         cls = self.cls()
         if self.build_style == "sne":
-            module = importlib.import_module(self.target.split(":")[0])
-            config_cls = getattr(module, "SNEConfig")
+            config_cls = self.config_class()
             unknown = set(h) - set(getattr(config_cls, "__dataclass_fields__", h))
             if unknown:
                 raise MethodError(f"method {self.name!r}: unknown SNEConfig field(s) {sorted(unknown)}")
@@ -160,10 +162,9 @@ def _constructor_defaults(spec: Method) -> dict:
     the class's constructor otherwise (a composite has none of its own)."""
     if spec.parts:
         return {}
-    cls = spec.cls()
     if spec.build_style == "sne":
-        return asdict(getattr(sys.modules[cls.__module__], "SNEConfig")())
-    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+        return asdict(spec.config_class()())
+    return {name: p.default for name, p in inspect.signature(spec.cls().__init__).parameters.items()
             if p.default is not inspect.Parameter.empty}
 
 

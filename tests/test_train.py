@@ -65,7 +65,7 @@ def test_defaults_fingerprint_follows_every_library_default(monkeypatch):
     assert defaults_fingerprint("sne") != before["sne"] and defaults_fingerprint("statnn") == before["statnn"]
     monkeypatch.undo()
     init = statnn.StatNNPredictor.__init__
-    monkeypatch.setattr(statnn.StatNNPredictor.__init__, "__defaults__", tuple(
+    monkeypatch.setattr(init, "__defaults__", tuple(
         (d + 1 if isinstance(d, int) and not isinstance(d, bool) else d) for d in init.__defaults__))
     assert defaults_fingerprint("statnn") != before["statnn"] and defaults_fingerprint("sne") == before["sne"]
     monkeypatch.undo()
