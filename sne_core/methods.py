@@ -176,7 +176,8 @@ def defaults_fingerprint(name: str) -> str:
     trained before a library default changed are not reused. The price: a new TrainConfig field changes
     every method's fingerprint and trains everything again (correct, if not always needed)."""
     from sne_core.train import TrainConfig   # here: sne_core.train imports this module
-    specs = [get_method(name)] + [get_method(p) for p in get_method(name).parts]
+    spec = get_method(name)
+    specs = [spec] + [get_method(p) for p in spec.parts]
     key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [asdict(TrainConfig())],
                      sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:8]
