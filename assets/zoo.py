@@ -38,7 +38,8 @@ def _dataset_metadata(name: str, store: StoreResource, profile: RunProfile) -> d
     data = load_dataset(name, store.datasets_uri())
     return {
         "n_train": len(data.y_train), "n_test": len(data.y_test), "classes": data.num_classes,
-        "zoo_train_images": min(len(data.y_train), profile.max_images or len(data.y_train)),
+        "zoo_train_images": profile.zoo_train_images(len(data.y_train)),
+        "zoo_epochs": profile.zoo_epochs_for(len(data.y_train)),
         "zoo_test_images": min(len(data.y_test), profile.max_test_images or len(data.y_test)),
         "shape": str(tuple(data.x_train.shape[1:])), "root": MetadataValue.path(store.datasets_uri()),
     }
@@ -55,7 +56,8 @@ def zoo(context: AssetExecutionContext, store: StoreResource, profile: RunProfil
     from sne_core.zoo import ZooConfig, build_zoo
     ds, arch = _zoo_of(context)
     zoo_store = store.get()
-    config = ZooConfig(dataset=ds, arch=arch, n_models=profile.n_models, epochs=profile.zoo_epochs,
+    data = load_dataset(ds, store.datasets_uri())   # the zoo config caps the images it trains on
+    config = ZooConfig(dataset=ds, arch=arch, n_models=profile.n_models, epochs=profile.zoo_epochs_for(len(data.y_train)),
                        seed=profile.zoo_seed, batch_size=profile.zoo_batch_size,
                        max_images=profile.max_images or None, max_test_images=profile.max_test_images or None,
                        device=device.resolve(), strategy=profile.zoo_strategy)
@@ -73,8 +75,7 @@ def zoo(context: AssetExecutionContext, store: StoreResource, profile: RunProfil
         context.log.info(f"zoo {ds}/{arch}: replacing {len(stale)} network(s) of another zoo configuration")
         zoo_store.delete_networks(ds, arch, stale)
         drop_splits(zoo_store, ds, arch)
-    data = load_dataset(ds, store.datasets_uri())   # the zoo config caps the images it trains on
-    context.log.info(f"zoo {ds}/{arch}: {profile.n_models} networks, {profile.zoo_epochs} epochs")
+    context.log.info(f"zoo {ds}/{arch}: {profile.n_models} networks, {config.epochs} epochs")
     summary = build_zoo(config, data, zoo_store, progress=False)
     context.log.info(summary.format())
     checks = check_zoo(zoo_store, ds, arch, profile.max_diverged_frac, profile.min_acc_spread)

@@ -38,6 +38,10 @@ class RunProfile(ConfigurableResource):
     # zoo size and training (SPEC §2: 86 epochs and 30k networks originally; run configuration here)
     n_models: int = Field(default=24, ge=4, description="networks per zoo (>= 4 so a split has train/val/test)")
     zoo_epochs: int = Field(default=2, ge=1)
+    zoo_images_seen: int = Field(default=0, ge=0,
+                                 description="or a budget in training images per network, which sets the epochs per "
+                                             "dataset (sne_core.zoo.epochs_for_images: 60000 = one pass over MNIST, "
+                                             "42 over digits); 0 = zoo_epochs")
     zoo_seed: int = Field(default=0, ge=0, description="seed of the zoo's hyperparameter draws")
     zoo_batch_size: int = Field(default=512, ge=1)
     max_images: int = Field(default=0, ge=0, description="training images per zoo network; 0 = all")
@@ -113,6 +117,17 @@ class RunProfile(ConfigurableResource):
 
     def seeds(self) -> list[int]:
         return list(range(self.predictor_seeds))
+
+    def zoo_train_images(self, n_train: int) -> int:
+        """Training images a zoo network draws from, of a dataset with n_train (max_images caps them)."""
+        return min(n_train, self.max_images or n_train)
+
+    def zoo_epochs_for(self, n_train: int) -> int:
+        """Zoo epochs on a dataset with n_train training images: zoo_epochs, or zoo_images_seen's share."""
+        from sne_core.zoo import epochs_for_images
+        if not self.zoo_images_seen:
+            return self.zoo_epochs
+        return epochs_for_images(self.zoo_images_seen, self.zoo_train_images(n_train))
 
     def hyper(self, method: str) -> dict[str, Any]:
         """The method's predictor hyperparameters (a composite such as sne_statnn: its parts')."""

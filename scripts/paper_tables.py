@@ -45,7 +45,7 @@ METHODS = ("sne", "mlp", "deepsets", "statnn", "gbm", "nfn_np", "nfn_hnp", "sne_
 class Size:
     """How big the zoos and how long the predictors train (*choose*; see the reasons below)."""
     models: int
-    epochs: int
+    epochs: int | None        # zoo epochs; None = set per dataset by `images_seen`
     max_images: int | None
     max_test_images: int | None
     zoo_batch: int            # protocol: 512; a CPU zoo sees few images, so smaller batches give it enough steps
@@ -55,6 +55,17 @@ class Size:
     patience: int
     lr: float
     hyper: dict = field(default_factory=dict)   # method -> predictor hyperparameters over its defaults
+    images_seen: int | None = None   # zoo budget in training images, for sizes with epochs=None
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.images_seen is None):
+            raise ValueError(f"Size: set exactly one of fields 'epochs' and 'images_seen', got {self.epochs!r} "
+                             f"and {self.images_seen!r}")
+
+    def zoo_epochs(self, n_train: int) -> int:
+        """Epochs of a zoo whose (capped) training set has n_train images."""
+        from sne_core.zoo import epochs_for_images
+        return self.epochs if self.images_seen is None else epochs_for_images(self.images_seen, n_train)
 
     def train_config(self, method: str, hyper: dict | None = None, **kw):
         """The TrainConfig this size gives `method`; `hyper` goes over the size's own hyperparameters."""
@@ -89,6 +100,16 @@ SIZES = {
                       eval_train_images=2000, train_batch=16, train_epochs=60, patience=15, lr=1e-3,
                       hyper={"nfn_np": {"hchannels": (8, 8), "head_hidden": 128},
                              "nfn_hnp": {"hchannels": (8, 8), "head_hidden": 128}}),
+    # cpu-large's predictors on zoos that see every training image once rather than 4,000 images ten
+    # times: 60,000 images a network, so 1 epoch over MNIST and Fashion-MNIST, 42 over digits' 1,438
+    # (`epochs_for_images`). On paired 1,000-network MNIST zoos it lifted SNE, StatNN and GBM by +0.02 to
+    # +0.04 tau at 400 training networks and stopped the networks overfitting (docs/RESULTS.md, session
+    # 24). Each network trains ~1.5x longer than at cpu-large: ~75 min per 2,000 MNIST Arch1 networks and
+    # ~100 min for Arch2 on 2 cores, ~9 h for the six zoos (estimate from those two).
+    "cpu-pass": Size(models=2000, epochs=None, images_seen=60_000, max_images=None, max_test_images=2000,
+                     zoo_batch=64, eval_train_images=2000, train_batch=16, train_epochs=60, patience=15, lr=1e-3,
+                     hyper={"nfn_np": {"hchannels": (8, 8), "head_hidden": 128},
+                            "nfn_hnp": {"hchannels": (8, 8), "head_hidden": 128}}),
     # The GPU run: 2,000 networks a zoo, 20 epochs on the full training sets (protocol batch 512).
     # SNE keeps h = 32 here too: h = 64 / 4 heads gained +0.010 tau on every seed with 400 training
     # networks, but -0.017 and +0.006 on two seeds with 800 (docs/RESULTS.md, session 7), so the
@@ -118,11 +139,11 @@ def build_zoos(args, size: Size, deadline: float | None) -> tuple[list[str], boo
             if deadline is not None and time.time() >= deadline:
                 complete = False
                 continue
-            config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.epochs, seed=args.zoo_seed,
-                               batch_size=size.zoo_batch, max_images=size.max_images,
+            data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
+            config = ZooConfig(dataset=dataset, arch=arch, n_models=size.models, epochs=size.zoo_epochs(len(data.y_train)),
+                               seed=args.zoo_seed, batch_size=size.zoo_batch, max_images=size.max_images,
                                max_test_images=size.max_test_images, eval_train_images=size.eval_train_images,
                                device=args.device, workers=args.zoo_workers or default_workers(args.device))
-            data = load_dataset(dataset, args.data_root, max_train=size.max_images, max_test=size.max_test_images)
             summary = build_zoo(config, data, store, progress=not args.quiet, deadline=deadline)
             print(summary.format(), flush=True)
             complete &= summary.missing == 0

@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sne_core.zoo import STRATEGIES, ZooConfig, build_zoo, default_workers
+from sne_core.zoo import STRATEGIES, ZooConfig, build_zoo, default_workers, epochs_for_images
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (mnist, fashion_mnist, digits, ... or a registered one)")
     p.add_argument("--arch", required=True, help="architecture name (arch1, arch2, or the name in --arch-spec)")
     p.add_argument("--models", type=int, required=True, help="networks in the zoo (model ids 0..N-1)")
-    p.add_argument("--epochs", type=int, required=True)
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--epochs", type=int, help="epochs over the (capped) training set")
+    length.add_argument("--images-seen", type=int, default=None,
+                        help="or a budget in training images: epochs = images-seen / training images, rounded, "
+                             "at least 1 (60000: one pass over MNIST, 42 over digits)")
     p.add_argument("--max-images", type=int, default=None, help="cap on the training set (before each network's train fraction)")
     p.add_argument("--max-test-images", type=int, default=None, help="cap on the test set used for test accuracy")
     p.add_argument("--batch-size", type=int, default=512, help="protocol: 512; CPU-scale zoos use fewer images, so smaller batches give enough steps")
@@ -47,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
         if spec.name != args.arch:
             raise SystemExit(f"sne zoo: {path}: field 'name' is {spec.name!r} but --arch is {args.arch!r}")
         register_arch(spec)
-    config = ZooConfig(dataset=args.dataset, arch=args.arch, n_models=args.models, epochs=args.epochs, seed=args.seed,
+    data = load_dataset(args.dataset, args.data_root, max_train=args.max_images, max_test=args.max_test_images)
+    epochs = args.epochs if args.images_seen is None else epochs_for_images(args.images_seen, len(data.y_train))
+    config = ZooConfig(dataset=args.dataset, arch=args.arch, n_models=args.models, epochs=epochs, seed=args.seed,
                        batch_size=args.batch_size, eval_train_images=args.eval_train_images,
                        max_images=args.max_images, max_test_images=args.max_test_images, device=args.device,
                        strategy=args.strategy, group_size=args.group_size, amp=args.amp,
                        workers=args.workers or default_workers(args.device))
-    data = load_dataset(args.dataset, args.data_root, max_train=args.max_images, max_test=args.max_test_images)
     summary = build_zoo(config, data, ZooStore(args.store), progress=not args.no_progress)
     print(summary.format())
     return 0

@@ -88,3 +88,14 @@ def test_a_composite_override_merges_into_each_part():
     hyper = size.train_config("sne_statnn", {"sne": {"hidden": 64}}).hyper
     assert hyper == {"sne": {"hidden": 64, "heads": 2}, "statnn": {"width": 8}}   # was: sne's heads dropped
     assert size.train_config("sne", {"heads": 4}).hyper == {"hidden": 32, "heads": 4}
+
+
+def test_a_size_takes_epochs_or_an_images_seen_budget():
+    from paper_tables import SIZES, Size
+    assert SIZES["cpu-pass"].zoo_epochs(60_000) == 1 and SIZES["cpu-pass"].zoo_epochs(1_438) == 42
+    assert SIZES["cpu-large"].zoo_epochs(4_000) == 10
+    kw = dict(models=8, max_images=8, max_test_images=8, zoo_batch=8, eval_train_images=8, train_batch=4,
+              train_epochs=1, patience=1, lr=1e-3)
+    for epochs, images_seen in ((None, None), (1, 1000)):
+        with pytest.raises(ValueError, match="exactly one of fields 'epochs' and 'images_seen'"):
+            Size(epochs=epochs, images_seen=images_seen, **kw)

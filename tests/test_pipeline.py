@@ -256,6 +256,17 @@ def test_the_zoo_asset_replaces_networks_of_another_training_protocol(tmp_path):
     assert stale_networks(store, ZooConfig("digits", "arch1", n_models=4, epochs=1, max_images=600)) == [0, 1, 2, 3]
 
 
+def test_an_images_seen_budget_sets_the_zoo_epochs_per_dataset(tmp_path):
+    profile = load_profile("smoke", n_models=4, max_images=256, zoo_images_seen=512)
+    assert profile.zoo_epochs_for(1_438) == 2 and profile.zoo_epochs_for(100) == 5   # 512 / min(n, 256)
+    assert load_profile("smoke", max_images=0, zoo_images_seen=60_000).zoo_epochs_for(1_438) == 42
+    job = make_defs(tmp_path, profile=profile).resolve_job_def("regenerate_zoos")
+    with DagsterInstance.ephemeral() as instance:
+        job.execute_in_process(partition_key=str(zoo_partition("digits", "arch1")), instance=instance)
+    models = ZooStore(tmp_path / "store").read_models("digits", "arch1")
+    assert models.loc[models["is_final"], "epoch"].tolist() == [2, 2, 2, 2]
+
+
 def test_schema_drift_fails_the_schema_check(tmp_path):
     import pyarrow.parquet as pq
     store = ZooStore(tmp_path / "store")

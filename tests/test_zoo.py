@@ -241,6 +241,22 @@ def test_cli_prints_the_summary_last(tmp_path, capsys):
     assert out[-1].startswith("test accuracy quantiles: min=")
 
 
+def test_an_images_seen_budget_sets_the_epochs_per_training_set(tmp_path):
+    from sne_core.cli import main
+    from sne_core.store import ZooStore
+    from sne_core.zoo import epochs_for_images
+    assert epochs_for_images(60_000, 60_000) == 1 and epochs_for_images(60_000, 1_438) == 42   # MNIST, digits
+    assert epochs_for_images(100, 4_000) == 1                  # never 0 epochs
+    with pytest.raises(ValueError, match="n_train must be a positive integer"):
+        epochs_for_images(60_000, 0)
+    # through the CLI: 1,000 images over a 500-image training set are 2 epochs, recorded as the zoo's protocol
+    rc = main(["zoo", "--dataset", "mnist", "--arch", "arch1", "--models", "2", "--images-seen", "1000",
+               "--max-images", "500", "--max-test-images", "200", "--store", str(tmp_path / "s"),
+               "--data-root", str(ROOT), "--no-progress", "--strategy", "loop", "--workers", "1"])
+    models = ZooStore(tmp_path / "s").read_models("mnist", "arch1")
+    assert rc == 0 and models.loc[models["is_final"], "epoch"].tolist() == [2, 2]
+
+
 def test_strategy_calibration_is_cached_per_cpu_model(tdata, tmp_path, monkeypatch):
     """The cache key names the CPU's model: a calibration made on another machine of the same core
     count is not reused (machines of one kind change between sessions)."""
