@@ -2,6 +2,7 @@
 
     python scripts/paper_tables.py --size cpu  --out results/cpu     # 2-core CPU, ~1 hour
     python scripts/paper_tables.py --size cpu-large --out results/cpu-large --budget-s 7200   # ~6 h in parts
+    python scripts/paper_tables.py --size cpu-pass --out results/cpu-pass --budget-s 7200     # every image once, ~12 h
     python scripts/paper_tables.py --size full --out $OUT            # one GPU call (see docs/RESULTS.md)
 
 Library only (sne_core): it runs on the bare GPU image, which has torch but no Dagster, MLflow or
