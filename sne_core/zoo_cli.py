@@ -12,25 +12,39 @@ from pathlib import Path
 from sne_core.zoo import STRATEGIES, ZooConfig, build_zoo, default_workers, epochs_for_images
 
 
+def _count(lo: int):
+    """argparse type: an integer of at least `lo`, refused as a usage error before any dataset is loaded
+    (ZooConfig would refuse it too, but only after the load, as a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {lo}, got {v}")
+        return v
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (mnist, fashion_mnist, digits, ... or a registered one)")
     p.add_argument("--arch", required=True, help="architecture name (arch1, arch2, or the name in --arch-spec)")
-    p.add_argument("--models", type=int, required=True, help="networks in the zoo (model ids 0..N-1)")
+    p.add_argument("--models", type=_count(1), required=True, help="networks in the zoo (model ids 0..N-1)")
     length = p.add_mutually_exclusive_group(required=True)
-    length.add_argument("--epochs", type=int, help="epochs over the (capped) training set")
-    length.add_argument("--images-seen", type=int, default=None,
+    length.add_argument("--epochs", type=_count(0), help="epochs over the (capped) training set")
+    length.add_argument("--images-seen", type=_count(1), default=None,
                         help="or a budget in training images: epochs = images-seen / training images, rounded, "
                              "at least 1 (60000: one pass over MNIST, 42 over digits)")
-    p.add_argument("--max-images", type=int, default=None, help="cap on the training set (before each network's train fraction)")
-    p.add_argument("--max-test-images", type=int, default=None, help="cap on the test set used for test accuracy")
-    p.add_argument("--batch-size", type=int, default=512, help="protocol: 512; CPU-scale zoos use fewer images, so smaller batches give enough steps")
-    p.add_argument("--eval-train-images", type=int, default=10_000, help="cap on the images used for train accuracy/loss")
+    p.add_argument("--max-images", type=_count(1), default=None, help="cap on the training set (before each network's train fraction)")
+    p.add_argument("--max-test-images", type=_count(1), default=None, help="cap on the test set used for test accuracy")
+    p.add_argument("--batch-size", type=_count(1), default=512, help="protocol: 512; CPU-scale zoos use fewer images, so smaller batches give enough steps")
+    p.add_argument("--eval-train-images", type=_count(1), default=10_000, help="cap on the images used for train accuracy/loss")
     p.add_argument("--store", default="data/store", help="weight store root (Parquet)")
     p.add_argument("--seed", type=int, default=0, help="zoo seed: with model_id it fixes every network")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--strategy", default="auto", choices=STRATEGIES)
-    p.add_argument("--group-size", type=int, default=None, help="networks per vectorised step (default per device)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--group-size", type=_count(1), default=None, help="networks per vectorised step (default per device)")
+    p.add_argument("--workers", type=_count(1), default=None,
                    help="CPU worker processes, one unit each (default: one per core on CPU; 1 = in process)")
     p.add_argument("--amp", default="none", choices=("none", "bf16"), help="bf16 autocast (CUDA only)")
     p.add_argument("--data-root", default="data/datasets")

@@ -257,6 +257,23 @@ def test_an_images_seen_budget_sets_the_epochs_per_training_set(tmp_path):
     assert rc == 0 and models.loc[models["is_final"], "epoch"].tolist() == [2, 2]
 
 
+@pytest.mark.parametrize("flag,value", [("--models", "0"), ("--images-seen", "0"), ("--epochs", "-1"),
+                                        ("--batch-size", "x")])
+def test_cli_refuses_a_bad_count_as_a_usage_error(tmp_path, capsys, flag, value):
+    """A usage error (exit 2) naming the flag, before any dataset is loaded: --data-root does not exist."""
+    from sne_core.cli import main
+    argv = {"--models": "2", "--epochs": "1"}
+    if flag == "--images-seen":
+        del argv["--epochs"]
+    argv[flag] = value
+    with pytest.raises(SystemExit) as exit_:
+        main(["zoo", "--dataset", "mnist", "--arch", "arch1", *[a for kv in argv.items() for a in kv],
+              "--store", str(tmp_path / "s"), "--data-root", str(tmp_path / "no-data"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and flag in err and value in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_strategy_calibration_is_cached_per_cpu_model(tdata, tmp_path, monkeypatch):
     """The cache key names the CPU's model: a calibration made on another machine of the same core
     count is not reused (machines of one kind change between sessions)."""
