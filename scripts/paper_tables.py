@@ -105,7 +105,8 @@ SIZES = {
     # times: 60,000 images a network, so 1 epoch over MNIST and Fashion-MNIST, 42 over digits' 1,438
     # (`epochs_for_images`). On paired 1,000-network MNIST zoos it lifted SNE, StatNN and GBM by +0.02 to
     # +0.04 tau at 400 training networks and stopped the networks overfitting (docs/RESULTS.md, session
-    # 24). At 2,000 networks (800 training) SNE reached 0.817 on MNIST/Arch1 and 0.763 on Arch2 (session 25).
+    # 24). At 2,000 networks (800 training) SNE reached 0.817 on MNIST/Arch1 and 0.763 on Arch2 (session 25),
+    # but only 0.698 on Fashion-MNIST/Arch1, where StatNN and GBM reach 0.80 (session 26).
     # Each network trains ~1.5x longer than at cpu-large: ~75 min per 2,000 MNIST Arch1 networks and
     # ~100 min for Arch2 on 2 cores, ~9 h for the six zoos (estimate from those two). max_images=60,000 caps
     # nothing here (no offline dataset is larger) but is the protocol sessions 24-25 built their MNIST zoos
