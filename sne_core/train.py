@@ -44,6 +44,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
+    # Adam's L2. 0: at 1e-3 SNE's test tau stayed level and its validation tau fell by 0.044 (Fashion-MNIST/Arch1,
+    # 800 training networks; docs/RESULTS.md, session 27), though SNE overfits its training networks.
     weight_decay: float = 0.0
     patience: int = 10             # epochs without a better validation tau before stopping
     # v of the logit-invariance regulariser; None = the method's default (1.0 for SNE, 0 otherwise:
