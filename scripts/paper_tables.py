@@ -14,6 +14,7 @@ missing, networks (the store) and (method, training zoo) jobs (their rows are ke
 method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again).
 `--budget-s S` starts no new work after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
+`--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
 Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
 raw.csv (one row per seed and cell), tables.md, run.json (with every call's wall time; wall_s_total
@@ -265,6 +266,9 @@ def main(argv=None) -> int:
     p.add_argument("--train-zoos", default=None,
                    help="run only the jobs of these training zoos (dataset/arch, comma-separated; every zoo stays a "
                         "test zoo), to split one run across processes or calls; the tables come once every job is done")
+    p.add_argument("--partial", action="store_true",
+                   help="when jobs are left, still cut the tables from the finished ones (run.json lists the rest "
+                        "under jobs_missing; exit status stays 3), e.g. with --budget-s 0 to train nothing new")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.max_train is not None and args.max_train < 1:
@@ -324,9 +328,12 @@ def main(argv=None) -> int:
         print(f"incomplete after {time.time() - t0:.0f} s (--budget-s {args.budget_s}): "
               f"{'zoos unfinished' if not complete else f'{len(left)} jobs left, e.g. {left[0]}'}; "
               "run the same command again to resume", flush=True)
-        return INCOMPLETE
-    raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in work], ignore_index=True)
-    saved = [predictions_path(folder, m, z) for m, z in work if predictions_path(folder, m, z).is_file()]
+        # --partial: the tables of what is done, when the zoos are complete and one job at least is finished
+        if not (args.partial and complete and len(left) < len(work)):
+            return INCOMPLETE
+    finished = [(m, z) for m, z in work if job_path(folder, m, z).is_file()]
+    raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in finished], ignore_index=True)
+    saved = [predictions_path(folder, m, z) for m, z in finished if predictions_path(folder, m, z).is_file()]
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
@@ -335,7 +342,7 @@ def main(argv=None) -> int:
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),
             "wall_s_elapsed": elapsed_s(calls), "calls": calls,
-            "predictions_jobs": f"{len(saved)} of {len(work)}",
+            "predictions_jobs": f"{len(saved)} of {len(work)}", "jobs_missing": left,
             "command": " ".join([sys.executable, *sys.argv])}
     write_results(out, raw, meta)
     if saved:    # what the jobs saved, in one file beside the tables
@@ -343,7 +350,7 @@ def main(argv=None) -> int:
     print((out / "tables.md").read_text())
     print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
           f"over {len(calls)} call(s), {meta['wall_s_elapsed']:.0f} s elapsed -> {out}")
-    return 0
+    return INCOMPLETE if left else 0
 
 
 def _record_call(folder: Path, call: dict) -> list[dict]:

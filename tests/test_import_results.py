@@ -65,6 +65,23 @@ def test_an_interrupted_run_resumes_to_the_same_rows(results, tmp_path):
     assert len(meta["calls"]) == 3 and meta["wall_s_total"] == pytest.approx(sum(c["wall_s_total"] for c in meta["calls"]))
 
 
+def test_partial_cuts_the_tables_of_the_finished_jobs_and_names_the_rest(results, tmp_path):
+    """--partial with jobs left: tables of the finished jobs only, the rest named in run.json, status still 3."""
+    out, store = tmp_path / "partial", str(results / "store")
+    assert _paper_tables(out, "--store", store, "--methods", "statnn").returncode == 0
+    part = _paper_tables(out, "--store", store, "--methods", "statnn,sne", "--budget-s", "0", "--partial")
+    assert part.returncode == 3, part.stderr[-3000:]
+    _, raw, meta = read_results(out)
+    assert set(raw.method) == {"statnn"} and meta["methods"] == ["statnn", "sne"]
+    assert sorted(meta["jobs_missing"]) == sorted(f"sne on {z}" for z in set(raw.train_zoo))
+    _, full, _ = read_results(results)
+    ref = full[full.method == "statnn"].sort_values(["train_zoo", "test_zoo", "seed"])
+    np.testing.assert_allclose(raw.sort_values(["train_zoo", "test_zoo", "seed"])["tau"].to_numpy(float),
+                               ref["tau"].to_numpy(float), atol=1e-6)
+    nothing = _paper_tables(tmp_path / "empty", "--store", store, "--methods", "sne", "--budget-s", "0", "--partial")
+    assert nothing.returncode == 3 and not (tmp_path / "empty" / "raw.csv").exists()
+
+
 def test_train_zoos_split_a_run_and_max_train_caps_its_training_networks(results, tmp_path):
     out, store = tmp_path / "parts", str(results / "store")
     part = _paper_tables(out, "--store", store, "--methods", "statnn", "--max-train", "2", "--train-zoos", "digits/arch1")
