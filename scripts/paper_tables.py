@@ -323,7 +323,8 @@ def main(argv=None) -> int:
     calls = _record_call(folder, {"started_utc": time.strftime(UTC_FORMAT, time.gmtime(t0)),
                                                   "wall_s_zoos": round(t_zoos, 1),
                                                   "wall_s_total": round(time.time() - t0, 1)})
-    left = [f"{m} on {z}" for m, z in work if not job_path(folder, m, z).is_file()]
+    finished = [(m, z) for m, z in work if job_path(folder, m, z).is_file()]
+    left = [f"{m} on {z}" for m, z in work if (m, z) not in finished]
     if not complete or left:
         print(f"incomplete after {time.time() - t0:.0f} s (--budget-s {args.budget_s}): "
               f"{'zoos unfinished' if not complete else f'{len(left)} jobs left, e.g. {left[0]}'}; "
@@ -331,7 +332,6 @@ def main(argv=None) -> int:
         # --partial: the tables of what is done, when the zoos are complete and one job at least is finished
         if not (args.partial and complete and len(left) < len(work)):
             return INCOMPLETE
-    finished = [(m, z) for m, z in work if job_path(folder, m, z).is_file()]
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in finished], ignore_index=True)
     saved = [predictions_path(folder, m, z) for m, z in finished if predictions_path(folder, m, z).is_file()]
     trained = size.train_config("sne", **overrides)
