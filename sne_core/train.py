@@ -85,8 +85,8 @@ class TrainConfig:
     # at 1 it moved test tau by +0.006 (SNE, StatNN) and +0.003 (StatNN, 1,600 networks) on MNIST/Arch2,
     # within seed noise, with validation tau down at 800 networks and R² down by ~0.03 (docs/RESULTS.md, session 12).
     # On Fashion-MNIST/Arch1 (every image once, 400 networks) it lifted SNE on 4 seeds of 4: at 0.3 by +0.037 test
-    # and +0.053 validation tau, R² 0.92 -> 0.90; at 1 by +0.031, R² -> 0.78 (docs/RESULTS.md, session 30). A
-    # candidate for SNE, not yet measured on the other zoos, so not a default.
+    # and +0.053 validation tau, R² 0.92 -> 0.90; at 1 by +0.031, R² -> 0.78; at 0.3 on MNIST/Arch1 (160 networks)
+    # by +0.008 (docs/RESULTS.md, session 30). A candidate for SNE, unmeasured on Arch2, so not a default.
     rank_weight: float = 0.0
     # Auxiliary targets (sne_core.aux_targets): a second head on the encoder's code predicts more about
     # each training network, and is dropped after training. > 0 adds this times its loss: `aux_weight`
