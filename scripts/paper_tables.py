@@ -330,7 +330,7 @@ def main(argv=None) -> int:
               f"{'zoos unfinished' if not complete else f'{len(left)} jobs left, e.g. {left[0]}'}; "
               "run the same command again to resume", flush=True)
         # --partial: the tables of what is done, when the zoos are complete and one job at least is finished
-        if not (args.partial and complete and len(left) < len(work)):
+        if not (args.partial and complete and finished):
             return INCOMPLETE
     raw = pd.concat([read_raw(job_path(folder, m, z)) for m, z in finished], ignore_index=True)
     saved = [predictions_path(folder, m, z) for m, z in finished if predictions_path(folder, m, z).is_file()]
