@@ -88,7 +88,9 @@ class TrainConfig:
     # and +0.053 validation tau, R² 0.92 -> 0.90; at 1 by +0.031, R² -> 0.78; at 0.3 on MNIST/Arch1 (160 networks)
     # by +0.008 (docs/RESULTS.md, session 30). It does not carry to Arch2: at 0.3, Fashion-MNIST/Arch2 (400
     # networks) +0.040, -0.015, -0.021 (mean +0.001, validation -0.004), MNIST/Arch2 (160) -0.007 and digits/Arch2
-    # (160) +0.009, 3 seeds each (docs/RESULTS.md, session 31). So it stays off for every method.
+    # (160) +0.009, 3 seeds each (docs/RESULTS.md, session 31). So it stays off for every method. BCE against each
+    # network's quantile among the training networks, another way to weight order, did the same: +0.037 on
+    # Fashion-MNIST/Arch1, -0.002 on Fashion-MNIST/Arch2 (session 32; not kept).
     rank_weight: float = 0.0
     # Auxiliary targets (sne_core.aux_targets): a second head on the encoder's code predicts more about
     # each training network, and is dropped after training. > 0 adds this times its loss: `aux_weight`

@@ -30,8 +30,8 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, and with the log-magnitude channel
-CHANNELS = [dict(log_floor=0.0), dict(log_floor=0.01)]
+# without input channels beyond the linear one, with the log-magnitude channel, and with the moment path too
+CHANNELS = [dict(log_floor=0.0, moments=False), dict(log_floor=0.01, moments=False), dict(log_floor=0.01, moments=True)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -112,18 +112,19 @@ def test_gradients_reach_every_parameter(channels):
     assert not dead, dead
 
 
-def test_streaming_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("moments", [False, True])
+def test_streaming_gives_the_same_outputs_and_gradients(moments):
     groups = [nets(ARCH1, 3, 0), nets(BIG, 2, 1)]
     n_chunks = 2 * sum(math.ceil(p.numel / math.prod(p.shape[2:]) / 32) for p in BIG.layout)
     assert n_chunks > 10 * 16  # the small budget below really streams, in many slices
-    full = model(chunk_budget=10**6)
-    streamed = model(chunk_budget=16)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
+    full = model(chunk_budget=10**6, moments=moments)
+    streamed = model(chunk_budget=16, moments=moments)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
     l1, g1 = _loss_and_grads(full, groups)
     l2, g2 = _loss_and_grads(streamed, groups)
     assert torch.allclose(l1, l2, **TOL)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-3), n
     # and without checkpointing, too
-    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False), groups)
+    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, moments=moments), groups)
     assert torch.allclose(l1, l3, **TOL)
     assert all(torch.allclose(g1[n], g3[n], atol=1e-5, rtol=1e-3) for n in g1)

@@ -9,6 +9,8 @@ chunk -> layer -> network, one set of parameters for every architecture:
     z --MLP--> logit of the predicted test accuracy                                          [B]
 
 `embed` reads each value twice: scaled linearly and through a log-magnitude channel (SNEConfig.log_floor).
+With SNEConfig.moments, each tensor vector also gets the exact mean of a learned feature psi of its elements
+(a DeepSets sum beside the attention pools): elements --embed, psi, mean over the tensor, Linear--> + tensor vector.
 
 Batched: every stage runs on one padded tensor holding all networks of the mini-batch, across
 layers and architectures (Python loops only run over the few parameter tensors of each
@@ -71,6 +73,17 @@ class SNEConfig:
     # log-magnitude channel"): +0.035 test tau on a 1,000-network MNIST zoo, +0.006 on Fashion-MNIST.
     # A floor of 0.001 was worse on Fashion-MNIST (validation tau 0.722 against 0.738).
     log_floor: float = 0.01
+    # Moment path: beside the attention pools, each tensor's exact mean of a learned feature psi of its embedded
+    # elements (a DeepSets sum over the tensor, read before any LayerNorm), projected and added to the tensor
+    # vector. Why try it: the weight statistics rank the networks that learned by the exact spread of each
+    # tensor, which the two levels of attention pooling hold only approximately (docs/RESULTS.md, sessions 11
+    # and 30); a mean of psi holds piecewise-linear moments such as E|w| exactly. Why it is off: measured
+    # against the path off, paired by seed (session 32, every image once), test tau moved by +0.031, +0.010,
+    # -0.010, -0.010 on Fashion-MNIST/Arch2 with 400 training networks (validation +0.024), +0.012 and +0.014
+    # on MNIST/Arch2 and digits/Arch2 with 160 (3 seeds each), +0.004 on Fashion-MNIST/Arch1 with 400 (4 seeds):
+    # +0.008 over 14 fits, 9 higher, about two standard errors. Too small to retrain every table for, and the
+    # encoder benchmark's memory ratio (500k vs 5k parameters) rises from 1.87 to 1.99 against the target of 2.
+    moments: bool = False
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -153,6 +166,8 @@ class SNE(nn.Module):
         self.phi3, self.pool_tensor = SetEncoder(h, nh), PMA(h, nh)                                # layer encoder
         self.sep, self.pool_layer = SetEncoder(h, nh), PMA(h, nh)                                  # separated layer enc.
         self.phi4, self.pool_net = SetEncoder(h, nh), PMA(h, nh)                                   # network encoder
+        if cfg.moments:  # see SNEConfig.moments
+            self.psi, self.moment_proj = nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True)), nn.Linear(h, h)
         # Batch-normalise z across networks before the head: every PMA averages over many similar
         # members, so the codes of different networks are close (measured at init on a real MNIST
         # zoo: across-network std ~5% of the codes' scale). Standardising each feature over the batch
@@ -237,10 +252,12 @@ class SNE(nn.Module):
         if self.embed_log is not None:                                        # log-magnitude channel, see SNEConfig
             log_mag = torch.sign(elements) * torch.log1p(elements.abs() / self.config.log_floor)
             x = x + F.linear(log_mag, self.embed_log.weight[:, index])
+        # moment path (SNEConfig.moments): psi summed over the chunk's valid elements, read before any LayerNorm
+        moment_sum = torch.einsum("nch,nc->nh", self.psi(x), emask.to(x.dtype)) if self.config.moments else x.new_zeros(0)
         x = self.phi1(x, emask)                                               # [n, c, h]
         x = x + self._type_depth_enc(code, depth)[:, None]
         x = self.phi2(x, emask)
-        return self.pool_chunk(x, emask)                                      # [n, h]
+        return self.pool_chunk(x, emask), moment_sum                          # [n, h], [n, h]
 
     def _encode_tensors(self, Z: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
                         depth: torch.Tensor) -> torch.Tensor:
@@ -271,11 +288,18 @@ class SNE(nn.Module):
         # slices never mix element sizes; "streaming" means the chunks exceed the budget
         n_chunks = len(ch.chunk_set)
         n_slices = 1 if n_chunks <= budget else sum(-(-sum(len(p[0]) for p in ps) // budget) for ps in ch.sources.values())
-        Z = []
+        n_sets = len(ch.set_len)
+        Z, start = [], 0
+        M = self.embed.weight.new_zeros(n_sets, h) if cfg.moments else None   # [n_sets, h] sums of psi
         for e, ps in ch.sources.items():
             index = torch.tensor(_centre_index(math.isqrt(e), cfg.max_kernel), device=dev)
             for pieces in _slices(ps, budget):
-                Z.append(self._run(self._encode_chunks, n_slices, pieces, index))
+                z_chunk, m_chunk = self._run(self._encode_chunks, n_slices, pieces, index)  # [n, h], [n, h]
+                Z.append(z_chunk)
+                if cfg.moments:   # into each tensor-set's sum at once: memory [n_sets, h], not [n_chunks, h]
+                    # (index_put_ keeps only the index for backward; index_add_ would keep every slice's m_chunk)
+                    M.index_put_((ch.chunk_set[start:start + len(z_chunk)],), m_chunk.to(M.dtype), accumulate=True)
+                start += len(z_chunk)
         Z = torch.cat(Z)                                                # [n_chunks, h], source order
         # reorder chunks so each tensor-set's chunks are contiguous, sets in set order (stable sort)
         order = torch.sort(ch.chunk_set, stable=True).indices
@@ -295,6 +319,10 @@ class SNE(nn.Module):
         T = torch.cat([self._run(self._encode_tensors, len(slices), Z, set_start[sel], ch.set_len[sel],
                                  ch.set_depth[sel]) for sel in slices])
         T = T[torch.argsort(by_len)]                                    # [n_sets, h], set order
+        if cfg.moments:  # + each tensor's mean of psi over its valid elements (SNEConfig.moments)
+            valid = torch.cat([p[1] for parts in ch.sources.values() for p in parts]).to(T.dtype)  # [n_chunks], source order
+            count = T.new_zeros(n_sets).index_add(0, ch.chunk_set, valid)                        # [n_sets] elements
+            T = T + self.moment_proj(M.to(T.dtype) / count[:, None])
 
         # 3b. separated layer encoder: each layer's weight and bias vectors -> one layer vector
         n_layers, S = len(ch.layer_net), int(ch.set_slot.max()) + 1
