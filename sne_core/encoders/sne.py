@@ -126,6 +126,7 @@ class _Chunks:
     #        the weights where possible and are copied together only one budget-sized slice at a time
     chunk_set: torch.Tensor    # [n_chunks]  which tensor-set each chunk (in source order) belongs to
     set_len: torch.Tensor      # [n_sets]    chunks per tensor-set (one set = one tensor of one net)
+    set_elems: torch.Tensor    # [n_sets]    elements per tensor-set (its valid chunk members)
     set_depth: torch.Tensor    # [n_sets]
     set_layer: torch.Tensor    # [n_sets]    which layer (of which network) the tensor belongs to
     set_slot: torch.Tensor     # [n_sets]    its place within the layer (weight 0, bias 1)
@@ -205,7 +206,7 @@ class SNE(nn.Module):
             raise ValueError("SNE: got no weight sets (expected a non-empty list of WeightSet)")
         c, dev = self.config.chunk_size, self.embed.weight.device
         parts: dict[int, list] = {}
-        set_len, set_depth, set_layer, set_slot, chunk_set_parts = [], [], [], [], []
+        set_len, set_elems, set_depth, set_layer, set_slot, chunk_set_parts = [], [], [], [], [], []
         layer_net, layer_depth = [], []
         n_sets = n_layers = net0 = 0
         for ws in groups:
@@ -220,6 +221,7 @@ class SNE(nn.Module):
                 # tensor-sets of this tensor are (net 0, net 1, ...); net n's chunks are contiguous
                 chunk_set_parts.append((e, n_sets + torch.arange(N, device=dev).repeat_interleave(m)))
                 set_len.append(torch.full((N,), m, device=dev))
+                set_elems.append(torch.full((N,), info.numel // e, device=dev))
                 set_depth.append(torch.full((N,), info.depth, device=dev))
                 set_layer.append(n_layers + torch.arange(N, device=dev) * L + info.depth)
                 set_slot.append(torch.full((N,), slots.get(info.depth, 0), device=dev))
@@ -232,8 +234,8 @@ class SNE(nn.Module):
         sources = dict(sorted(parts.items()))
         # chunk order everywhere below = sources in increasing e, parts in order within each e
         chunk_set = torch.cat([cs for e in sorted(parts) for ee, cs in chunk_set_parts if ee == e])
-        return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_depth), torch.cat(set_layer),
-                       torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0)
+        return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_elems), torch.cat(set_depth),
+                       torch.cat(set_layer), torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0)
 
     # ---- stages -------------------------------------------------------------------------------
     def _type_depth_enc(self, code: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
@@ -320,9 +322,7 @@ class SNE(nn.Module):
                                  ch.set_depth[sel]) for sel in slices])
         T = T[torch.argsort(by_len)]                                    # [n_sets, h], set order
         if cfg.moments:  # + each tensor's mean of psi over its valid elements (SNEConfig.moments)
-            valid = torch.cat([p[1] for parts in ch.sources.values() for p in parts]).to(T.dtype)  # [n_chunks], source order
-            count = T.new_zeros(n_sets).index_add(0, ch.chunk_set, valid)                        # [n_sets] elements
-            T = T + self.moment_proj(M.to(T.dtype) / count[:, None])
+            T = T + self.moment_proj(M.to(T.dtype) / ch.set_elems[:, None])
 
         # 3b. separated layer encoder: each layer's weight and bias vectors -> one layer vector
         n_layers, S = len(ch.layer_net), int(ch.set_slot.max()) + 1
