@@ -14,7 +14,8 @@ published numbers, and this is the measurement that says whether zoo size is wha
 (docs/RESULTS.md, "What moves tau"). Prints one row per (method, size) and writes curve.csv
 (one row per method, size and seed) to --out when given. Each row also splits the test tau into
 its parts within the collapsed networks (test accuracy < 0.2), within the learned ones and across
-the two (`tau_below`, `tau_above`, `tau_across`: `sne_core.metrics.tau_by_region`).
+the two (`tau_below`, `tau_above`, `tau_across`: `sne_core.metrics.tau_by_region`), and scores the returned
+model on its own training networks (`train_tau`, `train_tau_above`): whether it under- or overfits.
 """
 from __future__ import annotations
 
@@ -62,13 +63,19 @@ def _fit_one(job) -> dict:
         return {f"{prefix}{k}": v for k, v in summarize(pred, test.y.numpy()).items()} | regions
 
     metrics = scores(result.model)
+    # The same model on its own training networks: train tau near test tau means the predictor underfits
+    # (SNE on the Fashion-MNIST zoos, docs/RESULTS.md session 33), far above it means it overfits.
+    fitted = predict(result.model, train)
+    metrics["train_tau"] = summarize(fitted, train.y.numpy())["tau"]
+    metrics["train_tau_above"] = tau_by_region(fitted, train.y.numpy())["above"]
     # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
     alone = {}
     for name, r in zip(result.member_names, result.members):
         part = scores(r.model, f"{name}_")
         alone.update({k: part[k] for k in (f"{name}_tau", f"{name}_r2", f"{name}_tau_above")})
         alone[f"{name}_val_tau"] = r.val.get("tau")
-    print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} ({result.seconds:.0f} s)"
+    print(f"  {method:8s} n_train={n:4d} seed={seed} tau={metrics['tau']:.3f} train_tau={metrics['train_tau']:.3f} "
+          f"({result.seconds:.0f} s)"
           + "".join(f" {k}={v:.3f}" for k, v in alone.items() if k.endswith(("_tau", "_above"))), flush=True)
     return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,
             "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
@@ -110,6 +117,7 @@ def main(argv=None) -> int:
         rows.to_csv(Path(args.out) / "curve.csv", index=False)
     table = rows.groupby(["method", "n_train"]).agg(tau_mean=("tau", "mean"), tau_std=("tau", "std"),
                                                     r2_mean=("r2", "mean"), above_mean=("tau_above", "mean"),
+                                                    train_tau_mean=("train_tau", "mean"),
                                                     seeds=("seed", "count"))
     print(f"zoo {args.zoo}: validation {rows.n_val.iloc[0]} networks, test {rows.n_test.iloc[0]} networks")
     print(table.round(3).to_string())

@@ -47,7 +47,13 @@ def test_curve_rows_share_validation_and_test(store_root, tmp_path, capsys):
     # the parts of tau: tau-a within and across the collapsed and learned test networks
     regions = rows[["tau_below", "tau_above", "tau_across"]].to_numpy(float)
     assert np.all(np.isnan(regions) | (np.abs(regions) <= 1)) and np.isfinite(regions).any()
-    assert "zoo mnist/arch1: validation" in capsys.readouterr().out
+    # the fit on its own training networks: StatNN's MLP orders the networks it was trained on
+    train_tau = rows.loc[rows.method == "statnn", "train_tau"].to_numpy(float)
+    assert np.all(np.isfinite(train_tau)) and np.all(np.abs(train_tau) <= 1)
+    fitted = rows[["train_tau", "train_tau_above"]].to_numpy(float)
+    assert np.all(np.isnan(fitted) | (np.abs(fitted) <= 1))
+    out = capsys.readouterr().out
+    assert "zoo mnist/arch1: validation" in out and "train_tau_mean" in out
 
 
 def test_hyper_reaches_the_predictor(store_root):
