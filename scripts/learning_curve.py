@@ -56,18 +56,17 @@ def _fit_one(job) -> dict:
     config = replace(size.train_config(method, hyper.get(method), seed=seed, members=members), **train_over)
     result = fit(config, train, val)
 
-    def scores(model, prefix: str = "") -> dict:
-        # tau-a within the collapsed and the learned test networks and across them (metrics.tau_by_region)
-        pred = predict(model, test)
-        regions = {f"{prefix}tau_{k}": v for k, v in tau_by_region(pred, test.y.numpy()).items() if k in REGIONS}
-        return {f"{prefix}{k}": v for k, v in summarize(pred, test.y.numpy()).items()} | regions
+    def scores(model, prefix: str = "", data=test) -> dict:
+        # tau-a within the collapsed and the learned networks and across them (metrics.tau_by_region)
+        pred = predict(model, data)
+        regions = {f"{prefix}tau_{k}": v for k, v in tau_by_region(pred, data.y.numpy()).items() if k in REGIONS}
+        return {f"{prefix}{k}": v for k, v in summarize(pred, data.y.numpy()).items()} | regions
 
     metrics = scores(result.model)
     # The same model on its own training networks: train tau near test tau means the predictor underfits
     # (SNE on the Fashion-MNIST zoos, docs/RESULTS.md session 33), far above it means it overfits.
-    fitted = predict(result.model, train)
-    metrics["train_tau"] = summarize(fitted, train.y.numpy())["tau"]
-    metrics["train_tau_above"] = tau_by_region(fitted, train.y.numpy())["above"]
+    fitted = scores(result.model, "train_", train)
+    metrics |= {k: fitted[k] for k in ("train_tau", "train_tau_above")}
     # an ensemble's members on their own too (a composite's parts by name): what the ensemble adds
     alone = {}
     for name, r in zip(result.member_names, result.members):
