@@ -108,6 +108,9 @@ SIZES = {
     # +0.04 tau at 400 training networks and stopped the networks overfitting (docs/RESULTS.md, session
     # 24). At 2,000 networks (800 training) SNE reached 0.817 on MNIST/Arch1 and 0.763 on Arch2 (session 25),
     # but only 0.698 on Fashion-MNIST/Arch1, where StatNN and GBM reach 0.80 (session 26).
+    # Why not longer: three passes (images_seen=180,000) over the same 400 Fashion-MNIST/Arch1 networks lowered
+    # test tau at 160 training networks for SNE (-0.058), StatNN (-0.056) and GBM (-0.030): the learned networks
+    # bunch up and fewer easy pairs remain (docs/RESULTS.md, session 34).
     # Each network trains ~1.5x longer than at cpu-large: ~75 min per 2,000 MNIST Arch1 networks and
     # ~100 min for Arch2 on 2 cores, ~9 h for the six zoos (estimate from those two). max_images=60,000 caps
     # nothing here (no offline dataset is larger) but is the protocol sessions 24-25 built their MNIST zoos
