@@ -30,10 +30,8 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, with the log-magnitude channel, with the moment path, with the
-# statistics path
-CHANNELS = [dict(log_floor=0.0, moments=False), dict(log_floor=0.01, moments=False), dict(log_floor=0.01, moments=True),
-            dict(log_floor=0.01, tensor_stats=True)]
+# without input channels beyond the linear one, with the log-magnitude channel, and with the moment path too
+CHANNELS = [dict(log_floor=0.0, moments=False), dict(log_floor=0.01, moments=False), dict(log_floor=0.01, moments=True)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -114,36 +112,19 @@ def test_gradients_reach_every_parameter(channels):
     assert not dead, dead
 
 
-@pytest.mark.parametrize("paths", [{}, dict(moments=True), dict(tensor_stats=True)])
-def test_streaming_gives_the_same_outputs_and_gradients(paths):
+@pytest.mark.parametrize("moments", [False, True])
+def test_streaming_gives_the_same_outputs_and_gradients(moments):
     groups = [nets(ARCH1, 3, 0), nets(BIG, 2, 1)]
     n_chunks = 2 * sum(math.ceil(p.numel / math.prod(p.shape[2:]) / 32) for p in BIG.layout)
     assert n_chunks > 10 * 16  # the small budget below really streams, in many slices
-    full = model(chunk_budget=10**6, **paths)
-    streamed = model(chunk_budget=16, **paths)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
+    full = model(chunk_budget=10**6, moments=moments)
+    streamed = model(chunk_budget=16, moments=moments)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
     l1, g1 = _loss_and_grads(full, groups)
     l2, g2 = _loss_and_grads(streamed, groups)
     assert torch.allclose(l1, l2, **TOL)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-3), n
     # and without checkpointing, too
-    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, **paths), groups)
+    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, moments=moments), groups)
     assert torch.allclose(l1, l3, **TOL)
     assert all(torch.allclose(g1[n], g3[n], atol=1e-5, rtol=1e-3) for n in g1)
-
-
-def test_statistics_path_reads_each_tensors_exact_statistics_in_set_order():
-    m = model(tensor_stats=True)
-    m.input_scale.copy_(torch.tensor([0.5, 1.0, 2.0, 4.0]))
-    a1, a2 = nets(ARCH1, 3, 1), nets(ARCH2, 2, 2)
-    stats = m._chunk([a1, a2]).set_stats                       # [n_sets, 7], sets: group, tensor, network
-    assert stats.shape == (3 * len(ARCH1.layout) + 2 * len(ARCH2.layout), 7)
-    row = 3 * 2 + 1                                            # Arch1's third tensor (2.weight, conv), network 1
-    w = a1.params[2][1].flatten() / 0.5                        # conv weights scaled by their type's scale
-    q = torch.quantile(w, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
-    assert torch.allclose(stats[row], torch.cat([w.mean()[None], w.std(correction=0)[None], q]), atol=1e-5)
-    # doubling one network's tensor moves that network's code, and no other's
-    a1.params[2][1] *= 2
-    with torch.no_grad():
-        z0, z1 = m.encode([nets(ARCH1, 3, 1)]), m.encode([a1])
-    assert not torch.allclose(z0[1], z1[1], **TOL) and torch.allclose(z0[[0, 2]], z1[[0, 2]], **TOL)

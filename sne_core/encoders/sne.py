@@ -11,8 +11,6 @@ chunk -> layer -> network, one set of parameters for every architecture:
 `embed` reads each value twice: scaled linearly and through a log-magnitude channel (SNEConfig.log_floor).
 With SNEConfig.moments, each tensor vector also gets the exact mean of a learned feature psi of its elements
 (a DeepSets sum beside the attention pools): elements --embed, psi, mean over the tensor, Linear--> + tensor vector.
-With SNEConfig.tensor_stats, each tensor vector also gets the tensor's exact statistics (StatNN's mean, spread and
-quantiles of its values, symmetric functions of the set like a sum or a max): 7 numbers --compress, Linear--> + tensor vector.
 
 Batched: every stage runs on one padded tensor holding all networks of the mini-batch, across
 layers and architectures (Python loops only run over the few parameter tensors of each
@@ -32,7 +30,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sne_core.archs import MAX_KERNEL, Arch
-from sne_core.baselines.statnn import N_STATS, tensor_statistics
 from sne_core.chunking import DEFAULT_CHUNK_SIZE, chunk_tensor, element_size
 from sne_core.encoders import UnsupportedArchitecture
 from sne_core.encoders.set_blocks import PMA, SetEncoder
@@ -87,15 +84,6 @@ class SNEConfig:
     # +0.009 over 15 fits, 10 higher, about two standard errors. Too small to retrain every table for, and the
     # encoder benchmark's memory ratio (500k vs 5k parameters) rises from 1.87 to 1.99 against the target of 2.
     moments: bool = False
-    # Statistics path: each tensor vector also gets the exact statistics of its tensor's values (StatNN's mean,
-    # standard deviation and 0/25/50/75/100 % quantiles, of the values scaled as the elements are), each
-    # as is and through the log-magnitude compression, through one Linear into the tensor vector before the
-    # separated layer encoder. Quantiles are set functions too (a sort pool; max is the 100 % one), so
-    # this keeps SNE a set encoder with one set of parameters for every architecture. Why: what ranks
-    # the networks that learned is the exact spread of each tensor, and noise that leaves 95 % of it costs
-    # GBM 0.03 tau (docs/RESULTS.md, session 30); attention pools hold it approximately, the moment path
-    # gives means only.
-    tensor_stats: bool = False
 
 
 def _centre_index(k: int, K: int) -> list[int]:
@@ -145,7 +133,6 @@ class _Chunks:
     layer_net: torch.Tensor    # [n_layers]  network index in the batch
     layer_depth: torch.Tensor  # [n_layers]
     n_nets: int
-    set_stats: torch.Tensor | None = None  # [n_sets, 7] each tensor's statistics, scaled (SNEConfig.tensor_stats)
 
 
 class SNE(nn.Module):
@@ -182,8 +169,6 @@ class SNE(nn.Module):
         self.phi4, self.pool_net = SetEncoder(h, nh), PMA(h, nh)                                   # network encoder
         if cfg.moments:  # see SNEConfig.moments
             self.psi, self.moment_proj = nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True)), nn.Linear(h, h)
-        if cfg.tensor_stats:  # see SNEConfig.tensor_stats: 7 statistics, linear and compressed
-            self.stat_proj = nn.Linear(2 * N_STATS, h)
         # Batch-normalise z across networks before the head: every PMA averages over many similar
         # members, so the codes of different networks are close (measured at init on a real MNIST
         # zoo: across-network std ~5% of the codes' scale). Standardising each feature over the batch
@@ -222,17 +207,11 @@ class SNE(nn.Module):
         c, dev = self.config.chunk_size, self.embed.weight.device
         parts: dict[int, list] = {}
         set_len, set_elems, set_depth, set_layer, set_slot, chunk_set_parts = [], [], [], [], [], []
-        layer_net, layer_depth, set_stats = [], [], []
+        layer_net, layer_depth = [], []
         n_sets = n_layers = net0 = 0
         for ws in groups:
             self.check_arch(ws.arch, self.config.max_kernel)
             N, L = len(ws), ws.arch.n_layers
-            if self.config.tensor_stats:   # [N, t, 7] -> [t * N, 7]: set order (tensor of the layout, then network)
-                t = len(ws.arch.layout)
-                st = tensor_statistics(ws.to(dev), t).view(N, t, N_STATS).transpose(0, 1)
-                st[..., 1] = st[..., 1].sqrt()                            # variance -> std, in the values' units
-                scale = self.input_scale[[TYPE_CODE[(i.kind, i.role)] for i in ws.arch.layout]]  # [t]
-                set_stats.append((st / scale[:, None, None]).reshape(t * N, N_STATS))
             slots: dict[int, int] = {}
             for p, info in zip(ws.params, ws.arch.layout):
                 chunks, valid = chunk_tensor(p.to(dev, torch.float32), info, c)  # [N, m, c, e], [m]
@@ -256,8 +235,7 @@ class SNE(nn.Module):
         # chunk order everywhere below = sources in increasing e, parts in order within each e
         chunk_set = torch.cat([cs for e in sorted(parts) for ee, cs in chunk_set_parts if ee == e])
         return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_elems), torch.cat(set_depth),
-                       torch.cat(set_layer), torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0,
-                       torch.cat(set_stats) if set_stats else None)
+                       torch.cat(set_layer), torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0)
 
     # ---- stages -------------------------------------------------------------------------------
     def _type_depth_enc(self, code: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
@@ -345,10 +323,6 @@ class SNE(nn.Module):
         T = T[torch.argsort(by_len)]                                    # [n_sets, h], set order
         if cfg.moments:  # + each tensor's mean of psi over its valid elements (SNEConfig.moments)
             T = T + self.moment_proj(M.to(T.dtype) / ch.set_elems[:, None])
-        if cfg.tensor_stats:  # + each tensor's exact statistics (SNEConfig.tensor_stats)
-            S = ch.set_stats                                            # [n_sets, 7], O(1) like the elements
-            S = torch.cat([S, torch.sign(S) * torch.log1p(S.abs() / max(cfg.log_floor, 1e-3))], dim=1)  # [n_sets, 14]
-            T = T + self.stat_proj(S.to(T.dtype))
 
         # 3b. separated layer encoder: each layer's weight and bias vectors -> one layer vector
         n_layers, S = len(ch.layer_net), int(ch.set_slot.max()) + 1
