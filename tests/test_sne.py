@@ -30,8 +30,10 @@ def model(**kw):
     return SNE(SNEConfig(hidden=16, heads=2, head_widths=(16,), **kw)).eval()
 
 
-# without input channels beyond the linear one, with the log-magnitude channel, and with the moment path too
-CHANNELS = [dict(log_floor=0.0, moments=False), dict(log_floor=0.01, moments=False), dict(log_floor=0.01, moments=True)]
+# without input channels beyond the linear one, with the log-magnitude channel, with the moment path too, and with
+# the statistics branch
+CHANNELS = [dict(log_floor=0.0, moments=False), dict(log_floor=0.01, moments=False), dict(log_floor=0.01, moments=True),
+            dict(statistics_branch=True)]
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
@@ -44,7 +46,7 @@ def test_code_of_a_network_does_not_depend_on_its_batch(channels):
         shuffled = m.encode([a1.subset([2, 1, 0])])[1:2]
         # with larger networks of other architectures: longer chunk sets and more layers -> padding
         mixed = m.encode([big, a1.subset([1]), a2])[2:3]
-    assert alone.shape == (1, 16)
+    assert alone.shape == (1, m.code_dim)
     for other in (same_arch, shuffled, mixed):
         assert torch.allclose(alone, other, **TOL), (alone - other).abs().max()
 
@@ -112,19 +114,48 @@ def test_gradients_reach_every_parameter(channels):
     assert not dead, dead
 
 
-@pytest.mark.parametrize("moments", [False, True])
-def test_streaming_gives_the_same_outputs_and_gradients(moments):
+@pytest.mark.parametrize("channels", [{}, dict(moments=True), dict(statistics_branch=True)])
+def test_streaming_gives_the_same_outputs_and_gradients(channels):
     groups = [nets(ARCH1, 3, 0), nets(BIG, 2, 1)]
     n_chunks = 2 * sum(math.ceil(p.numel / math.prod(p.shape[2:]) / 32) for p in BIG.layout)
     assert n_chunks > 10 * 16  # the small budget below really streams, in many slices
-    full = model(chunk_budget=10**6, moments=moments)
-    streamed = model(chunk_budget=16, moments=moments)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
+    full = model(chunk_budget=10**6, **channels)
+    streamed = model(chunk_budget=16, **channels)  # 16 chunks per chunk-encoder slice, 512 vectors per layer slice
     l1, g1 = _loss_and_grads(full, groups)
     l2, g2 = _loss_and_grads(streamed, groups)
     assert torch.allclose(l1, l2, **TOL)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-3), n
     # and without checkpointing, too
-    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, moments=moments), groups)
+    l3, g3 = _loss_and_grads(model(chunk_budget=3, checkpoint=False, **channels), groups)
     assert torch.allclose(l1, l3, **TOL)
     assert all(torch.allclose(g1[n], g3[n], atol=1e-5, rtol=1e-3) for n in g1)
+
+
+def test_statistics_branch_standardises_each_slot_on_the_training_networks():
+    m = model(statistics_branch=True)
+    train = nets(ARCH1, 6, 0)
+    m.prepare([train])
+    assert m.code_dim == 32 and m.encode([train]).shape == (6, 32)
+    # the branch's input: each tensor's exact statistics over its values, divided by the type's input scale
+    raw, code, depth = m._statistics(train)                       # [8 tensors * 6 nets, 14], set order
+    w = train.params[2][4].flatten()                              # tensor 2 (conv depth 1 weight) of network 4
+    scale = m.input_scale[0]
+    assert torch.allclose(raw[2 * 6 + 4, :7], torch.stack([w.mean(), w.std(correction=0), w.min(), w.quantile(0.25),
+                                                             w.quantile(0.5), w.quantile(0.75), w.max()]) / scale, atol=1e-5)
+    assert code[2 * 6 + 4] == 0 and depth[2 * 6 + 4] == 1
+    # standardised per slot: each slot's statistics have mean 0 and std 1 over the training networks
+    std_stats, _, _ = m._standardised_statistics(train)
+    per_slot = std_stats.view(8, 6, 14)
+    assert torch.allclose(per_slot.mean(1), torch.zeros(8, 14), atol=1e-4)
+    assert torch.allclose(per_slot.std(1), torch.ones(8, 14), atol=1e-4)
+    # Arch2's last layer (linear, depth 4) is a slot Arch1 lacks: standardised by the linear weights of every depth
+    a2 = nets(ARCH2, 2, 1)
+    raw2, _, _ = m._statistics(a2)
+    std2, _, _ = m._standardised_statistics(a2)
+    linear_w = raw[6 * 6:7 * 6]                                  # Arch1's only linear weight, the 6 networks
+    fallback = (raw2[8 * 2:9 * 2] - linear_w.mean(0)) / linear_w.std(0)
+    assert torch.allclose(std2[8 * 2:9 * 2], fallback, atol=1e-5)
+    # while its conv slots (depths 0-2, also in Arch1) use Arch1's slots
+    conv0 = raw[:6]
+    assert torch.allclose(std2[:2], (raw2[:2] - conv0.mean(0)) / conv0.std(0), atol=1e-5)

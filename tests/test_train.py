@@ -307,3 +307,20 @@ def test_sne_trains_when_the_last_batch_would_hold_one_network(zoo):
     # 1 left over: BatchNorm cannot normalise one network, so it joins the previous batch
     result = fit(cfg("sne", epochs=1, batch_size=len(train) - 1, hyper=SMALL_SNE), train, val)
     assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_sne_statistics_branch_trains_with_the_auxiliary_heads(zoo):
+    """SNEConfig.statistics_branch through `fit`: prepared on the training networks, its code 2h wide for the head and
+    SNE's auxiliary heads, and training lowers the loss."""
+    logged = []
+    hyper = {**SMALL_SNE, "statistics_branch": True}
+    result = fit(cfg("sne", epochs=6, lr=3e-3, hyper=hyper), *zoo, log=lambda e, m: logged.append(m))
+    m = result.model
+    assert m.code_dim == 2 * SMALL_SNE["hidden"]
+    # Arch1's 8 tensors: their (type, depth) slots are fitted, Arch2's last linear layer (depth 4) is not
+    slot_fitted = ~m.stat_mean[:, :5, 0].isnan()
+    assert slot_fitted.sum() == 8 and not slot_fitted[2, 4] and slot_fitted[2, 3]
+    bce = [e["train_bce"] for e in logged]
+    assert bce[-1] < bce[0]
+    pred = predict(m, zoo[1])
+    assert np.isfinite(pred).all() and len(pred) == len(zoo[1])
