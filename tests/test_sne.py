@@ -145,14 +145,14 @@ def test_statistics_branch_standardises_each_slot_on_the_training_networks():
                                                              w.quantile(0.5), w.quantile(0.75), w.max()]) / scale, atol=1e-5)
     assert code[2 * 6 + 4] == 0 and depth[2 * 6 + 4] == 1
     # standardised per slot: each slot's statistics have mean 0 and std 1 over the training networks
-    std_stats, _, _ = m._standardised_statistics(train)
+    std_stats, _ = m._standardised_statistics(train)
     per_slot = std_stats.view(8, 6, 14)
     assert torch.allclose(per_slot.mean(1), torch.zeros(8, 14), atol=1e-4)
     assert torch.allclose(per_slot.std(1), torch.ones(8, 14), atol=1e-4)
     # Arch2's last layer (linear, depth 4) is a slot Arch1 lacks: standardised by the linear weights of every depth
     a2 = nets(ARCH2, 2, 1)
     raw2, _, _ = m._statistics(a2)
-    std2, _, _ = m._standardised_statistics(a2)
+    std2, _ = m._standardised_statistics(a2)
     linear_w = raw[6 * 6:7 * 6]                                  # Arch1's only linear weight, the 6 networks
     fallback = (raw2[8 * 2:9 * 2] - linear_w.mean(0)) / linear_w.std(0)
     assert torch.allclose(std2[8 * 2:9 * 2], fallback, atol=1e-5)

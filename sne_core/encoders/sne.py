@@ -155,8 +155,8 @@ class _Chunks:
     layer_net: torch.Tensor    # [n_layers]  network index in the batch
     layer_depth: torch.Tensor  # [n_layers]
     n_nets: int
-    stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    #      statistics branch: standardised statistics [n_sets, 14], type codes and depths [n_sets], set order
+    set_code: torch.Tensor | None = None   # [n_sets] type code of each tensor (statistics branch)
+    set_stats: torch.Tensor | None = None  # [n_sets, 14] its standardised statistics (statistics branch)
 
 
 class SNE(nn.Module):
@@ -199,8 +199,10 @@ class SNE(nn.Module):
             # MAX_STAT_DEPTH) and per type (row MAX_STAT_DEPTH, the fallback). Slots never fitted stay NaN and use
             # their type's row, which starts as 0 / 1 (no standardisation, like input_scale's 1 before `prepare`).
             shape = (len(TYPE_CODE), MAX_STAT_DEPTH + 1, 2 * N_STATS)
-            self.register_buffer("stat_mean", torch.full(shape, float("nan")).index_fill_(1, torch.tensor([MAX_STAT_DEPTH]), 0.0))
-            self.register_buffer("stat_std", torch.full(shape, float("nan")).index_fill_(1, torch.tensor([MAX_STAT_DEPTH]), 1.0))
+            stat_mean, stat_std = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
+            stat_mean[:, MAX_STAT_DEPTH], stat_std[:, MAX_STAT_DEPTH] = 0.0, 1.0
+            self.register_buffer("stat_mean", stat_mean)
+            self.register_buffer("stat_std", stat_std)
         # Batch-normalise z across networks before the head: every PMA averages over many similar
         # members, so the codes of different networks are close (measured at init on a real MNIST
         # zoo: across-network std ~5% of the codes' scale). Standardising each feature over the batch
@@ -235,13 +237,15 @@ class SNE(nn.Module):
             stats, code, depth = (torch.cat(x) for x in zip(*(self._statistics(ws) for ws in train_groups)))
             for c in code.unique().tolist():
                 of_type = code == c
-                rows = [(MAX_STAT_DEPTH, of_type)] + [(d, of_type & (depth == d)) for d in depth[of_type].unique().tolist()
-                                                      if d < MAX_STAT_DEPTH]
-                for d, sel in rows:
-                    if d < MAX_STAT_DEPTH and sel.sum() < 2:
-                        continue                             # one network gives no spread: the slot uses its type's row
-                    self.stat_mean[c, d] = stats[sel].mean(0)
-                    self.stat_std[c, d] = stats[sel].std(0).nan_to_num(1.0).clamp(min=1e-6)
+                self._fit_stat_row(c, MAX_STAT_DEPTH, stats[of_type])            # the type's row: the fallback
+                for d in depth[of_type].unique().tolist():
+                    of_slot = of_type & (depth == d)
+                    if d < MAX_STAT_DEPTH and of_slot.sum() >= 2:   # one network gives no spread: keep the fallback
+                        self._fit_stat_row(c, d, stats[of_slot])
+
+    def _fit_stat_row(self, code: int, row: int, stats: torch.Tensor) -> None:
+        self.stat_mean[code, row] = stats.mean(0)
+        self.stat_std[code, row] = stats.std(0).nan_to_num(1.0).clamp(min=1e-6)
 
     def _statistics(self, ws: WeightSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Statistics branch input, unstandardised: [t * N, 14] in set order (tensor of the layout, then network),
@@ -249,7 +253,7 @@ class SNE(nn.Module):
         depths [t * N]."""
         dev = self.embed.weight.device
         N, t = len(ws), len(ws.arch.layout)
-        st = tensor_statistics(ws.to(dev), t).view(N, t, N_STATS).transpose(0, 1)   # [t, N, 7]
+        st = tensor_statistics(ws.to(dev), t).view(N, t, N_STATS).transpose(0, 1)   # [t, N, 7] (no copy if there)
         st[..., 1] = st[..., 1].sqrt()                                                # variance -> std, in value units
         code = torch.tensor([TYPE_CODE[(i.kind, i.role)] for i in ws.arch.layout], device=dev)
         st = (st / self.input_scale[code][:, None, None]).reshape(t * N, N_STATS)
@@ -257,13 +261,14 @@ class SNE(nn.Module):
         depth = torch.tensor([i.depth for i in ws.arch.layout], device=dev)
         return st, code.repeat_interleave(N), depth.repeat_interleave(N)
 
-    def _standardised_statistics(self, ws: WeightSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_statistics` standardised by each tensor's slot, or by its type where `prepare` saw no such slot."""
+    def _standardised_statistics(self, ws: WeightSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_statistics` standardised by each tensor's slot, or by its type where `prepare` saw no such slot;
+        -> ([t * N, 14], type codes [t * N])."""
         st, code, depth = self._statistics(ws)
         depth_row = depth.clamp(max=MAX_STAT_DEPTH)
         fitted = ~self.stat_mean[code, depth_row, 0].isnan()
         row = torch.where(fitted, depth_row, MAX_STAT_DEPTH)
-        return (st - self.stat_mean[code, row]) / self.stat_std[code, row], code, depth
+        return (st - self.stat_mean[code, row]) / self.stat_std[code, row], code
 
     # ---- pad-chunk ----------------------------------------------------------------------------
     def _chunk(self, groups: list[WeightSet]) -> _Chunks:
@@ -277,6 +282,7 @@ class SNE(nn.Module):
         n_sets = n_layers = net0 = 0
         for ws in groups:
             self.check_arch(ws.arch, self.config.max_kernel)
+            ws = ws.to(dev)                          # once: the statistics branch and the chunks read this copy
             N, L = len(ws), ws.arch.n_layers
             if self.config.statistics_branch:
                 stat_parts.append(self._standardised_statistics(ws))
@@ -302,16 +308,18 @@ class SNE(nn.Module):
         sources = dict(sorted(parts.items()))
         # chunk order everywhere below = sources in increasing e, parts in order within each e
         chunk_set = torch.cat([cs for e in sorted(parts) for ee, cs in chunk_set_parts if ee == e])
-        stats = tuple(torch.cat(x) for x in zip(*stat_parts)) if stat_parts else None
+        set_stats, set_code = (torch.cat(x) for x in zip(*stat_parts)) if stat_parts else (None, None)
         return _Chunks(sources, chunk_set, torch.cat(set_len), torch.cat(set_elems), torch.cat(set_depth),
-                       torch.cat(set_layer), torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0, stats)
+                       torch.cat(set_layer), torch.cat(set_slot), torch.cat(layer_net), torch.cat(layer_depth), net0,
+                       set_code, set_stats)
 
     # ---- stages -------------------------------------------------------------------------------
     def _type_depth_enc(self, code: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """[n] codes, [n] depths -> [n, h]: type in the first half of the dims, depth in the second.
-        (Summing two full-width sinusoids would make (type 1, depth 0) equal (type 0, depth 1).)"""
+        (Summing two full-width sinusoids would make (type 1, depth 0) equal (type 0, depth 1).)
+        Unscaled: the chunk encoder multiplies it by enc_scale, the statistics branch does not."""
         h = self.config.hidden
-        return self.enc_scale * torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
+        return torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
 
     def _encode_chunks(self, pieces: list, index: torch.Tensor) -> torch.Tensor:
         """Chunk encoder on one slice of pieces -> chunk vectors [n, h]. The slice is assembled here,
@@ -326,7 +334,7 @@ class SNE(nn.Module):
         # moment path (SNEConfig.moments): psi summed over the chunk's valid elements, read before any LayerNorm
         moment_sum = torch.einsum("nch,nc->nh", self.psi(x), emask.to(x.dtype)) if self.config.moments else x.new_zeros(0)
         x = self.phi1(x, emask)                                               # [n, c, h]
-        x = x + self._type_depth_enc(code, depth)[:, None]
+        x = x + self.enc_scale * self._type_depth_enc(code, depth)[:, None]
         x = self.phi2(x, emask)
         return self.pool_chunk(x, emask), moment_sum                          # [n, h], [n, h]
 
@@ -414,11 +422,10 @@ class SNE(nn.Module):
     def _encode_statistics(self, ch: _Chunks) -> torch.Tensor:
         """Statistics branch (SNEConfig.statistics_branch): one token per tensor, Φ5 and PMA per network -> [B, h]."""
         h, dev = self.config.hidden, self.embed.weight.device
-        stats, code, depth = ch.stats                                   # [n_sets, 14], [n_sets], [n_sets]
         net, pos = ch.layer_net[ch.set_layer], ch.set_depth * 2 + ch.set_slot    # each tensor's network and place
         # type and depth encodings at full size, not enc_scale's: a token is 14 numbers, not one element of many, so
         # the encodings do not drown differences between networks here (and this is the measured form)
-        tokens = self.stat_embed(stats) + torch.cat([sinusoidal(code, h // 2), sinusoidal(depth, h - h // 2)], dim=1)
+        tokens = self.stat_embed(ch.set_stats) + self._type_depth_enc(ch.set_code, ch.set_depth)
         P = int(pos.max()) + 1
         X = tokens.new_zeros(ch.n_nets, P, h).index_put((net, pos), tokens)          # [B, P, h]
         mask = torch.zeros(ch.n_nets, P, dtype=torch.bool, device=dev).index_put((net, pos), torch.ones_like(pos, dtype=torch.bool))
