@@ -20,6 +20,7 @@ LIMIT=${LIMIT:-420}        # s into the call after which no new work starts (the
 BENCH=${BENCH:-1}          # 0: skip the card measurements
 JOBS=${JOBS:-4}            # predictor jobs sharing the card (small models: one alone leaves it idle)
 HYPER=${HYPER:-'{}'}       # paper_tables.py --hyper, e.g. HYPER='{"sne": {"hidden": 64, "heads": 4}}'
+TRAIN=${TRAIN:-'{}'}       # paper_tables.py --method-train, e.g. TRAIN='{"sne": {"rank_weight": 0.3}}'
 RES=results/gpu-$SIZE
 mkdir -p "$RES" "${OUT:=/tmp/out}"
 test -f data/datasets/MNIST/raw/train-images-idx3-ubyte || { mkdir -p data && tar -xzf .devcarry/datasets.tar.gz -C data; } || exit 1
@@ -42,7 +43,7 @@ if [ "$BENCH" = 1 ] && [ ! -f results/bench.log ]; then
     { timeout 120 python3 -m bench.zoo_train; timeout 120 python3 -m bench.encoder; } 2>&1 | tee results/bench.log
 fi
 BUDGET=$(( LIMIT - SECONDS )); [ "$BUDGET" -lt 30 ] && BUDGET=30     # what the unpacking and benches left
-python3 scripts/paper_tables.py --size "$SIZE" --out "$RES" --budget-s "$BUDGET" --jobs "$JOBS" --hyper "$HYPER" --quiet 2>&1 | tee -a "$RES.log"
+python3 scripts/paper_tables.py --size "$SIZE" --out "$RES" --budget-s "$BUDGET" --jobs "$JOBS" --hyper "$HYPER" --method-train "$TRAIN" --quiet 2>&1 | tee -a "$RES.log"
 rc=${PIPESTATUS[0]}
 mkdir -p "$OUT/gpu-$SIZE"
 find "$RES" -maxdepth 1 -type f -exec cp {} "$OUT/gpu-$SIZE/" \;

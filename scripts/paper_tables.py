@@ -166,6 +166,7 @@ def jobs_dir(out: Path, args, size: Size, overrides: dict) -> Path:
     config = size.train_config("sne", **overrides).as_dict()
     key = json.dumps([asdict(size), args.seeds, args.zoo_seed, config, args.datasets, args.archs]
                      + ([args.hyper] if args.hyper else [])         # absent when unset: older folders keep their name
+                     + ([{"method_train": args.method_train}] if args.method_train else [])
                      + ([{"max_train": args.max_train}] if args.max_train else []),
                      sort_keys=True, default=str)
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -179,6 +180,27 @@ def train_overrides(args) -> dict:
     if args.members != 1:
         out["members"] = args.members
     return out
+
+
+# TrainConfig fields --method-train may set: not those the size, the seeds or another flag set (method, seed,
+# hyper, members, ema_epochs, train_checkpoints, device), so one setting has one flag.
+METHOD_TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "lr_schedule", "amp",
+                       "invariance_weight", "rank_weight", "aux_weight", "stats_weight", "tensor_stats_weight",
+                       "neuron_stats")
+
+
+def check_method_train(p: argparse.ArgumentParser, method_train) -> None:
+    """--method-train must be {method: {field: value}} with known methods and fields (the values TrainConfig checks)."""
+    from sne_core.methods import METHODS as KNOWN
+    if not isinstance(method_train, dict) or not all(isinstance(v, dict) for v in method_train.values()):
+        p.error(f"--method-train takes a JSON object {{method: {{field: value}}}}, got {method_train!r}")
+    for method, fields_ in method_train.items():
+        if method not in KNOWN:
+            p.error(f"--method-train: unknown method {method!r} (known: {', '.join(sorted(KNOWN))})")
+        unknown = sorted(set(fields_) - set(METHOD_TRAIN_FIELDS))
+        if unknown:
+            p.error(f"--method-train: {method} field(s) {unknown} cannot be set here; "
+                    f"settable: {', '.join(METHOD_TRAIN_FIELDS)}")
 
 
 def job_path(folder: Path, method: str, train_zoo: str) -> Path:
@@ -199,11 +221,12 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text, predictions_frame, write_predictions
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
+    (method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, method_train, max_train,
+     deadline, folder) = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = size.train_config(method, hyper.get(method), device=device, **overrides)
+    config = size.train_config(method, hyper.get(method), device=device, **overrides, **method_train.get(method, {}))
     t0 = time.time()
     preds = {}
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train,
@@ -262,6 +285,11 @@ def main(argv=None) -> int:
                    help="predictors learn from the training networks' final checkpoints (SPEC) or all of them")
     p.add_argument("--hyper", default="{}", type=json.loads,
                    help='per-method predictor hyperparameters over the size\'s, e.g. \'{"sne": {"hidden": 64, "heads": 4}}\'')
+    # Per method, unlike learning_curve.py's --train (one setting for every method on one zoo): a table compares
+    # methods, and a loss such as SNE's ranking loss (session 37) is measured for SNE only.
+    p.add_argument("--method-train", default="{}", type=json.loads,
+                   help='per-method TrainConfig fields over the size\'s, e.g. \'{"sne": {"rank_weight": 0.3}}\' '
+                        f"(any of {', '.join(METHOD_TRAIN_FIELDS)})")
     p.add_argument("--max-train", type=int, default=None,
                    help="train every predictor on at most N networks of each zoo's training split, one subset seeded "
                         "by the split seed and shared by every method and seed (default: the whole split). For a store "
@@ -276,6 +304,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.max_train is not None and args.max_train < 1:
         p.error(f"--max-train must be at least 1, got {args.max_train}")
+    check_method_train(p, args.method_train)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,7 +335,7 @@ def main(argv=None) -> int:
     if not runs_here <= set(zoos):
         p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
     todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
-             args.hyper, args.max_train, deadline, folder)
+             args.hyper, args.method_train, args.max_train, deadline, folder)
             for m, z in work if m not in composed and z in runs_here and not job_path(folder, m, z).is_file()] \
         if complete else []
     if complete:
@@ -340,7 +369,7 @@ def main(argv=None) -> int:
     trained = size.train_config("sne", **overrides)
     meta = {"size": args.size, **asdict(size), "train_checkpoints": trained.train_checkpoints,
             "ema_epochs": trained.ema_epochs, "max_train": args.max_train, "zoos": zoos,
-            "methods": methods, "seeds": args.seeds, "hyper": args.hyper,
+            "methods": methods, "seeds": args.seeds, "hyper": args.hyper, "method_train": args.method_train,
             "device": describe_device(torch.device("cuda" if cuda else "cpu")),
             "wall_s_zoos": round(sum(c["wall_s_zoos"] for c in calls), 1),
             "wall_s_total": round(sum(c["wall_s_total"] for c in calls), 1),

@@ -193,6 +193,30 @@ def test_hyper_reaches_the_predictor(results, tmp_path):
     assert bad.returncode != 0 and "log_floor must be >= 0" in bad.stderr
 
 
+def test_method_train_reaches_its_method_only(results, tmp_path):
+    store = str(results / "store")
+    # an invalid value fails in TrainConfig's own check, which proves --method-train got through to SNE's config
+    bad = _paper_tables(tmp_path / "bad", "--store", store, "--methods", "sne",
+                        "--method-train", '{"sne": {"rank_weight": -1}}')
+    assert bad.returncode != 0 and "rank_weight must be a finite number >= 0" in bad.stderr
+    # ...and only to SNE's: StatNN trains with its own settings, and run.json records the setting
+    ok = _paper_tables(tmp_path / "ok", "--store", store, "--methods", "statnn",
+                       "--method-train", '{"sne": {"rank_weight": -1}}')
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    _, raw, meta = read_results(tmp_path / "ok")
+    assert meta["method_train"] == {"sne": {"rank_weight": -1}}
+    _, reference, _ = read_results(results)
+    key = ["train_zoo", "test_zoo", "seed"]
+    ref = reference[reference.method == "statnn"].sort_values(key)
+    np.testing.assert_allclose(raw.sort_values(key)["tau"].to_numpy(float), ref["tau"].to_numpy(float), atol=1e-6)
+    # a field another flag owns, or an unknown method, is refused before any work, naming it
+    for arg, says in (('{"sne": {"seed": 3}}', "['seed'] cannot be set here"), ('{"snee": {"lr": 0.1}}', "unknown method 'snee'"),
+                      ('{"sne": 0.3}', "takes a JSON object")):
+        refused = _paper_tables(tmp_path / "refused", "--store", store, "--method-train", arg)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "refused" / "raw.csv").exists()
+
+
 def _tracker(tmp_path, **kw) -> MLflowTracker:
     return MLflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"), **kw)
 
