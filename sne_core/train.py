@@ -91,8 +91,8 @@ class TrainConfig:
     # (160) +0.009, 3 seeds each (docs/RESULTS.md, session 31). So it stays off for every method. BCE against each
     # network's quantile among the training networks, another way to weight order, did the same: +0.037 on
     # Fashion-MNIST/Arch1, -0.002 on Fashion-MNIST/Arch2 (session 32; not kept). Beside SNE's statistics branch the
-    # gains add up on Fashion-MNIST/Arch1 (800 networks: +0.086 and +0.073 over the default, the branch alone +0.044 and
-    # +0.042), and on MNIST/Arch2 (160) it adds nothing to the branch (-0.002, 3 seeds; docs/RESULTS.md, session 37).
+    # gains add up on Fashion-MNIST/Arch1 (800 networks: +0.086, +0.073, +0.092 over the default, the branch alone +0.044 and
+    # +0.042, this loss alone +0.030 and +0.046), and on MNIST/Arch2 (160) it adds nothing to the branch (-0.002, 3 seeds; docs/RESULTS.md, session 37).
     rank_weight: float = 0.0
     # Auxiliary targets (sne_core.aux_targets): a second head on the encoder's code predicts more about
     # each training network, and is dropped after training. > 0 adds this times its loss: `aux_weight`
