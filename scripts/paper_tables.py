@@ -182,25 +182,24 @@ def train_overrides(args) -> dict:
     return out
 
 
-# TrainConfig fields --method-train may set: not those the size, the seeds or another flag set (method, seed,
-# hyper, members, ema_epochs, train_checkpoints, device), so one setting has one flag.
-METHOD_TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "lr_schedule", "amp",
-                       "invariance_weight", "rank_weight", "aux_weight", "stats_weight", "tensor_stats_weight",
-                       "neuron_stats")
+# TrainConfig fields that another flag or the job sets, so --method-train may not: one setting, one flag.
+OWNED_BY_OTHER_FLAGS = {"method", "seed", "device", "hyper", "members", "ema_epochs", "train_checkpoints"}
 
 
 def check_method_train(p: argparse.ArgumentParser, method_train) -> None:
     """--method-train must be {method: {field: value}} with known methods and fields (the values TrainConfig checks)."""
+    from dataclasses import fields
     from sne_core.methods import METHODS as KNOWN
+    from sne_core.train import TrainConfig
+    settable = sorted({f.name for f in fields(TrainConfig)} - OWNED_BY_OTHER_FLAGS)
     if not isinstance(method_train, dict) or not all(isinstance(v, dict) for v in method_train.values()):
         p.error(f"--method-train takes a JSON object {{method: {{field: value}}}}, got {method_train!r}")
     for method, fields_ in method_train.items():
         if method not in KNOWN:
             p.error(f"--method-train: unknown method {method!r} (known: {', '.join(sorted(KNOWN))})")
-        unknown = sorted(set(fields_) - set(METHOD_TRAIN_FIELDS))
+        unknown = sorted(set(fields_) - set(settable))
         if unknown:
-            p.error(f"--method-train: {method} field(s) {unknown} cannot be set here; "
-                    f"settable: {', '.join(METHOD_TRAIN_FIELDS)}")
+            p.error(f"--method-train: {method} field(s) {unknown} cannot be set here; settable: {', '.join(settable)}")
 
 
 def job_path(folder: Path, method: str, train_zoo: str) -> Path:
@@ -289,7 +288,7 @@ def main(argv=None) -> int:
     # methods, and a loss such as SNE's ranking loss (session 37) is measured for SNE only.
     p.add_argument("--method-train", default="{}", type=json.loads,
                    help='per-method TrainConfig fields over the size\'s, e.g. \'{"sne": {"rank_weight": 0.3}}\' '
-                        f"(any of {', '.join(METHOD_TRAIN_FIELDS)})")
+                        "(not those another flag sets)")
     p.add_argument("--max-train", type=int, default=None,
                    help="train every predictor on at most N networks of each zoo's training split, one subset seeded "
                         "by the split seed and shared by every method and seed (default: the whole split). For a store "
