@@ -88,7 +88,7 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
                          lr=profile.predictor_lr, patience=profile.predictor_patience, device=device,
                          train_checkpoints=profile.predictor_train_checkpoints,
                          ema_epochs=None if profile.predictor_ema_epochs < 0 else profile.predictor_ema_epochs,
-                         members=profile.predictor_members, hyper=profile.hyper(method),
+                         members=profile.members(method), hyper=profile.hyper(method),
                          **profile.loss_weights(method))
     fingerprints = {z: fingerprint(z) for z in targets}
     # what the library decides where the profile is silent (registry entry, SNEConfig, TrainConfig defaults):

@@ -64,6 +64,8 @@ class RunProfile(ConfigurableResource):
     predictor_members: int = Field(default=1, ge=1,
                                    description="deep ensemble per torch predictor and seed: N fits (seeds seed + "
                                                "1000 i), mean logit (TrainConfig.members); GBM trains one model")
+    sne_members: int = Field(default=-1, ge=-1,
+                             description="SNE's own deep ensemble size; -1 = predictor_members (the baselines keep that)")
     # the loss terms beside the BCE (sne_core.train.TrainConfig). The SNE ones apply to method "sne" only: the
     # baselines have no learned code for the auxiliary targets, and the composite sne_statnn keeps its parts'
     # defaults. -1 = SNE's default (sne_core.methods: invariance penalty 1, statistics targets 1, records 0).
@@ -78,6 +80,10 @@ class RunProfile(ConfigurableResource):
                                   description="weight of SNE's auxiliary zoo-record targets; -1 = its default (0)")
     predictor_rank_weight: float = Field(default=0.0, ge=0.0,
                                          description="weight of the pairwise ranking loss, every method; 0 = off")
+    # SNE's own, because the loss helps SNE where it underfits (Fashion-MNIST/Arch1, with its statistics branch:
+    # docs/RESULTS.md sessions 30 and 37) and a comparison should not change the baselines' loss with it.
+    sne_rank_weight: float = Field(default=-1.0, ge=-1.0,
+                                   description="weight of SNE's pairwise ranking loss; -1 = predictor_rank_weight")
     predictor_hyper: str = Field(default="{}", description='JSON {method: {hyperparameter: value}} over the '
                                  'methods\' defaults, e.g. {"sne": {"hidden": 32}}')
     # asset-check thresholds for a usable zoo
@@ -92,6 +98,16 @@ class RunProfile(ConfigurableResource):
             raise ValueError(f"field '{info.field_name}' must list at least one name")
         if len(set(v)) != len(v):
             raise ValueError(f"field '{info.field_name}' lists a name twice: {v}")
+        return v
+
+    @field_validator("predictor_ema_epochs", "sne_invariance_weight", "sne_stats_weight", "sne_aux_weight",
+                     "sne_rank_weight", "sne_members")
+    @classmethod
+    def _default_or_value(cls, v: float, info) -> float:
+        # -1 is the "library default" sentinel; any other value under the field's least is a typo, not a quiet default
+        least = 1 if info.field_name == "sne_members" else 0
+        if v < least and v != -1:
+            raise ValueError(f"field '{info.field_name}' must be -1 (the default) or >= {least}, got {v}")
         return v
 
     @field_validator("predictor_hyper")
@@ -135,6 +151,11 @@ class RunProfile(ConfigurableResource):
         from sne_core.methods import hyper_for
         return hyper_for(method, json.loads(self.predictor_hyper))
 
+    def members(self, method: str) -> int:
+        """Deep-ensemble size for `method`: SNE's own where set (an ensemble of 3 brought it to 0.8 on
+        Fashion-MNIST/Arch1, docs/RESULTS.md session 38), else the shared predictor_members."""
+        return self.sne_members if method == "sne" and self.sne_members >= 1 else self.predictor_members
+
     def loss_weights(self, method: str) -> dict[str, float | bool | None]:
         """The TrainConfig loss weights (and which statistics targets) this profile sets for `method`
         (None = the method's default)."""
@@ -144,6 +165,8 @@ class RunProfile(ConfigurableResource):
                    "aux_weight": self.sne_aux_weight}
             weights |= {k: None if x < 0 else x for k, x in own.items()}
             weights["neuron_stats"] = None if self.sne_neuron_stats < 0 else bool(self.sne_neuron_stats)
+            if self.sne_rank_weight >= 0:
+                weights["rank_weight"] = self.sne_rank_weight
         return weights
 
     def fields(self) -> dict[str, Any]:

@@ -183,7 +183,9 @@ def train_overrides(args) -> dict:
 
 
 # TrainConfig fields that another flag or the job sets, so --method-train may not: one setting, one flag.
-OWNED_BY_OTHER_FLAGS = {"method", "seed", "device", "hyper", "members", "ema_epochs", "train_checkpoints"}
+# --members, --ema-epochs and --train-checkpoints are not among them: they set every method, and a per-method
+# value wins for its method (e.g. SNE as a 3-member ensemble beside single baselines, docs/RESULTS.md session 38).
+OWNED_BY_OTHER_FLAGS = {"method", "seed", "device", "hyper"}
 
 
 def check_method_train(p: argparse.ArgumentParser, method_train) -> None:
@@ -225,7 +227,7 @@ def _evaluate_one(job):
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = size.train_config(method, hyper.get(method), device=device, **overrides, **method_train.get(method, {}))
+    config = size.train_config(method, hyper.get(method), device=device, **(overrides | method_train.get(method, {})))
     t0 = time.time()
     preds = {}
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train,
@@ -287,8 +289,8 @@ def main(argv=None) -> int:
     # Per method, unlike learning_curve.py's --train (one setting for every method on one zoo): a table compares
     # methods, and a loss such as SNE's ranking loss (session 37) is measured for SNE only.
     p.add_argument("--method-train", default="{}", type=json.loads,
-                   help='per-method TrainConfig fields over the size\'s, e.g. \'{"sne": {"rank_weight": 0.3}}\' '
-                        "(not those another flag sets)")
+                   help='per-method TrainConfig fields over the size\'s, e.g. \'{"sne": {"rank_weight": 0.3, "members": 3}}\' '
+                        "(over --members, --ema-epochs and --train-checkpoints for that method; not seed, device, hyper)")
     p.add_argument("--max-train", type=int, default=None,
                    help="train every predictor on at most N networks of each zoo's training split, one subset seeded "
                         "by the split seed and shared by every method and seed (default: the whole split). For a store "

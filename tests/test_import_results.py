@@ -209,6 +209,11 @@ def test_method_train_reaches_its_method_only(results, tmp_path):
     key = ["train_zoo", "test_zoo", "seed"]
     ref = reference[reference.method == "statnn"].sort_values(key)
     np.testing.assert_allclose(raw.sort_values(key)["tau"].to_numpy(float), ref["tau"].to_numpy(float), atol=1e-6)
+    # a per-method value wins over the flag that sets every method (--members): SNE's own 0 is refused by TrainConfig,
+    # not passed twice
+    over = _paper_tables(tmp_path / "over", "--store", store, "--methods", "sne", "--members", "2",
+                         "--method-train", '{"sne": {"members": 0}}')
+    assert over.returncode != 0 and "TrainConfig.members must be an integer >= 1, got 0" in over.stderr, over.stderr[-2000:]
     # a field another flag owns, or an unknown method, is refused before any work, naming it
     for arg, says in (('{"sne": {"seed": 3}}', "['seed'] cannot be set here"), ('{"snee": {"lr": 0.1}}', "unknown method 'snee'"),
                       ('{"sne": 0.3}', "takes a JSON object")):

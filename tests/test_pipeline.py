@@ -118,6 +118,7 @@ def test_mlflow_runs_have_the_expected_metrics(smoke):
     assert run.data.params["train.method"] == "sne"
     for k, v in profile.loss_weights("sne").items():       # the profile's loss weights reach SNE's TrainConfig
         assert run.data.params[f"train.{k}"] == json.dumps(v)    # None: "null", the method's default
+    assert run.data.params["train.members"] == json.dumps(profile.members("sne"))
     # final test metrics per target zoo, and the per-epoch validation history
     for z in zoos:
         for m in ("tau", "r2", "l1"):
@@ -328,13 +329,29 @@ def test_loss_weights_go_to_sne_only():
         TrainConfig(method=method, **own.loss_weights(method))
     with pytest.raises(ConfigError, match="field 'sne_stats_weight'"):
         load_profile("smoke", sne_stats_weight=-2.0)
+    # SNE's own ranking weight overrides the shared one for SNE only (session 37's SNE beside default baselines)
+    sne_only = load_profile("smoke", sne_rank_weight=0.3)
+    assert sne_only.loss_weights("sne")["rank_weight"] == 0.3
+    assert TrainConfig(method="sne", **sne_only.loss_weights("sne")).rank_weight == 0.3
+    for method in ("statnn", "gbm", "sne_statnn"):
+        assert sne_only.loss_weights(method) == {"rank_weight": 0.0}
+    assert load_profile("smoke", sne_rank_weight=0.0, predictor_rank_weight=0.5).loss_weights("sne")["rank_weight"] == 0.0
+    with pytest.raises(ConfigError, match="field 'sne_rank_weight'"):
+        load_profile("smoke", sne_rank_weight=-0.5)
+    # and its own ensemble size, which the baselines do not share
+    ens = load_profile("smoke", sne_members=3, predictor_members=2)
+    assert ens.members("sne") == 3 and ens.members("statnn") == 2 and ens.members("sne_statnn") == 2
+    assert load_profile("smoke", predictor_members=2).members("sne") == 2
+    with pytest.raises(ConfigError, match="field 'sne_members'"):
+        load_profile("smoke", sne_members=0)
     with pytest.raises(ConfigError, match="field 'sne_neuron_stats'"):
         load_profile("smoke", sne_neuron_stats=2)
 
 
 def test_bad_configuration_is_refused_naming_the_field(tmp_path):
     for overrides, field in ((dict(n_models=1), "n_models"), (dict(methods=["sne", "nope"]), "methods"),
-                             (dict(datasets=[]), "datasets"), (dict(predictor_hyper="{bad"), "predictor_hyper")):
+                             (dict(datasets=[]), "datasets"), (dict(predictor_hyper="{bad"), "predictor_hyper"),
+                             (dict(predictor_ema_epochs=-0.5), "predictor_ema_epochs")):   # only -1 means "default"
         with pytest.raises(ConfigError, match=f"field '{field}'"):
             load_profile("smoke", **overrides)
     with pytest.raises(ConfigError, match="field 'profile'"):
