@@ -222,12 +222,11 @@ def _evaluate_one(job):
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import atomic_write_text, predictions_frame, write_predictions
-    (method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, method_train, max_train,
-     deadline, folder) = job
+    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
     if deadline is not None and time.time() >= deadline:
         return                            # out of time: left for the next call
     torch.set_num_threads(threads)
-    config = size.train_config(method, hyper.get(method), device=device, **(overrides | method_train.get(method, {})))
+    config = size.train_config(method, hyper.get(method), device=device, **overrides)
     t0 = time.time()
     preds = {}
     raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train,
@@ -335,8 +334,9 @@ def main(argv=None) -> int:
     runs_here = set(zoos) if args.train_zoos is None else set(args.train_zoos.split(","))
     if not runs_here <= set(zoos):
         p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
-    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads, overrides,
-             args.hyper, args.method_train, args.max_train, deadline, folder)
+    # each job gets its method's TrainConfig overrides: the run's, with --method-train's winning for that method
+    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads,
+             overrides | args.method_train.get(m, {}), args.hyper, args.max_train, deadline, folder)
             for m, z in work if m not in composed and z in runs_here and not job_path(folder, m, z).is_file()] \
         if complete else []
     if complete:
