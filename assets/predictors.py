@@ -86,10 +86,8 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
         targets.insert(0, train_zoo)
     config = TrainConfig(method=method, epochs=profile.predictor_epochs, batch_size=profile.predictor_batch_size,
                          lr=profile.predictor_lr, patience=profile.predictor_patience, device=device,
-                         train_checkpoints=profile.predictor_train_checkpoints,
-                         ema_epochs=None if profile.predictor_ema_epochs < 0 else profile.predictor_ema_epochs,
-                         members=profile.members(method), hyper=profile.hyper(method),
-                         **profile.loss_weights(method))
+                         train_checkpoints=profile.predictor_train_checkpoints, hyper=profile.hyper(method),
+                         **profile.train_settings(method))
     fingerprints = {z: fingerprint(z) for z in targets}
     # what the library decides where the profile is silent (registry entry, SNEConfig, TrainConfig defaults):
     # in the key, so rows trained before a library default changed are trained again, not reused

@@ -151,23 +151,24 @@ class RunProfile(ConfigurableResource):
         from sne_core.methods import hyper_for
         return hyper_for(method, json.loads(self.predictor_hyper))
 
-    def members(self, method: str) -> int:
-        """Deep-ensemble size for `method`: SNE's own where set (an ensemble of 3 brought it to 0.8 on
-        Fashion-MNIST/Arch1, docs/RESULTS.md session 38), else the shared predictor_members."""
-        return self.sne_members if method == "sne" and self.sne_members >= 1 else self.predictor_members
-
-    def loss_weights(self, method: str) -> dict[str, float | bool | None]:
-        """The TrainConfig loss weights (and which statistics targets) this profile sets for `method`
-        (None = the method's default)."""
-        weights: dict[str, float | bool | None] = {"rank_weight": self.predictor_rank_weight}
+    def train_settings(self, method: str) -> dict[str, float | int | bool | None]:
+        """The TrainConfig fields this profile sets for `method` beyond the shared schedule, every -1
+        ("the default") resolved here and nowhere else: None = the method's library default. SNE's own
+        ensemble size and ranking weight win over the shared ones for SNE only (an ensemble of 3 with the
+        ranking loss brought it to 0.8 on Fashion-MNIST/Arch1, docs/RESULTS.md session 38)."""
+        settings: dict[str, float | int | bool | None] = {
+            "ema_epochs": None if self.predictor_ema_epochs < 0 else self.predictor_ema_epochs,
+            "members": self.predictor_members, "rank_weight": self.predictor_rank_weight}
         if method == "sne":
             own = {"invariance_weight": self.sne_invariance_weight, "stats_weight": self.sne_stats_weight,
                    "aux_weight": self.sne_aux_weight}
-            weights |= {k: None if x < 0 else x for k, x in own.items()}
-            weights["neuron_stats"] = None if self.sne_neuron_stats < 0 else bool(self.sne_neuron_stats)
+            settings |= {k: None if x < 0 else x for k, x in own.items()}
+            settings["neuron_stats"] = None if self.sne_neuron_stats < 0 else bool(self.sne_neuron_stats)
+            if self.sne_members >= 1:
+                settings["members"] = self.sne_members
             if self.sne_rank_weight >= 0:
-                weights["rank_weight"] = self.sne_rank_weight
-        return weights
+                settings["rank_weight"] = self.sne_rank_weight
+        return settings
 
     def fields(self) -> dict[str, Any]:
         """Every config field (what MLflow logs as params)."""

@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--zoo", required=True, help="dataset/arch, e.g. mnist/arch1")
     p.add_argument("--sizes", default="40,80,200,400", help="training-network counts, comma-separated")
     p.add_argument("--methods", default="sne,statnn,gbm")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="predictor seeds per (method, size)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run from here: --first-seed 2 --seeds 1 adds seed 2 to an earlier 0..1 run")
     p.add_argument("--size", choices=sorted(SIZES), default="cpu", help="predictor training settings of paper_tables.py")
     p.add_argument("--jobs", type=int, default=2, help="trainings in parallel (processes, one thread each)")
     p.add_argument("--out", default=None, help="folder for curve.csv")
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     # largest first: the long SNE fits start early and the small ones fill the gaps at the end
     jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members, args.train)
-            for n in reversed(sizes) for m in args.methods.split(",") for s in range(args.seeds)]
+            for n in reversed(sizes) for m in args.methods.split(",")
+            for s in range(args.first_seed, args.first_seed + args.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         rows = pd.DataFrame(list(pool.map(_fit_one, jobs)))

@@ -9,10 +9,12 @@ Library only (sne_core): it runs on the bare GPU image, which has torch but no D
 DuckDB. Each (method, training zoo, seed) is trained once and scored on the test split of every
 zoo; the in-distribution, cross-dataset and cross-architecture tables are cut from those rows.
 Everything resumes: rerun the same command after an interruption and it trains only what is
-missing, networks (the store) and (method, training zoo) jobs (their rows are kept in
+missing, networks (the store) and (method, training zoo) jobs, seed by seed (their rows are kept in
 --out/jobs-<key>/, key = the settings that decide the rows; each job's file is named with its
-method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again).
-`--budget-s S` starts no new work after S seconds and exits with status 3 when something is left:
+method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again;
+`<job>.seed<N>.csv` holds one finished seed, so a job stopped between seeds goes on at its next, and
+`<job>.members/seed<N>/` an ensemble's finished members until their seed is done).
+`--budget-s S` starts no new zoo unit or seed after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
 Outputs in --out:
@@ -31,6 +33,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -216,24 +219,45 @@ def predictions_path(folder: Path, method: str, train_zoo: str) -> Path:
     return job_path(folder, method, train_zoo).with_suffix(".preds.parquet")
 
 
+def seed_path(folder: Path, method: str, train_zoo: str, seed: int) -> Path:
+    """One seed's rows of a job, written as that seed finishes (its predictions beside it), so a job stopped
+    between seeds (the deadline, a killed session) resumes at its next seed: a seed of a 3-member SNE ensemble
+    is ~50-105 min on one CPU core at cpu-pass size, a job of 3 seeds longer than a session. The job's file is
+    made from them."""
+    return job_path(folder, method, train_zoo).with_suffix(f".seed{seed}.csv")
+
+
 def _evaluate_one(job):
     """One (method, training zoo): every seed, scored on every zoo. Runs in a worker process."""
+    import pandas as pd
     import torch
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
-    from sne_core.results import atomic_write_text, predictions_frame, write_predictions
+    from sne_core.results import (atomic_write_text, predictions_frame, read_predictions, read_raw,
+                                  write_predictions)
     method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
-    if deadline is not None and time.time() >= deadline:
-        return                            # out of time: left for the next call
     torch.set_num_threads(threads)
     config = size.train_config(method, hyper.get(method), device=device, **overrides)
-    t0 = time.time()
-    preds = {}
-    raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, seeds, config, max_train=max_train,
-                   on_fit=lambda seed, _result, by_zoo: preds.__setitem__(seed, by_zoo))
-    print(f"  {method:9s} trained on {train_zoo:20s} {time.time() - t0:7.1f} s", flush=True)
-    write_predictions(predictions_path(folder, method, train_zoo), predictions_frame(method, train_zoo, preds))
-    atomic_write_text(job_path(folder, method, train_zoo), raw.to_csv(index=False))
+    members = job_path(folder, method, train_zoo).with_suffix(".members")   # an ensemble's, member by member
+    for seed in seeds:
+        rows = seed_path(folder, method, train_zoo, seed)
+        if rows.is_file():
+            continue                          # finished by an earlier call
+        if deadline is not None and time.time() >= deadline:
+            return                            # out of time: left for the next call
+        t0, preds = time.time(), {}
+        raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, [seed], config, max_train=max_train,
+                       on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_members=members)
+        print(f"  {method:9s} trained on {train_zoo:20s} seed {seed} {time.time() - t0:7.1f} s", flush=True)
+        write_predictions(rows.with_suffix(".preds.parquet"), predictions_frame(method, train_zoo, preds))
+        atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done
+        shutil.rmtree(members / f"seed{seed}", ignore_errors=True)   # its members are in those rows now
+    parts = [seed_path(folder, method, train_zoo, s) for s in seeds]
+    write_predictions(predictions_path(folder, method, train_zoo),
+                      pd.concat([read_predictions(f.with_suffix(".preds.parquet")) for f in parts], ignore_index=True))
+    atomic_write_text(job_path(folder, method, train_zoo),
+                      pd.concat([read_raw(f) for f in parts], ignore_index=True).to_csv(index=False))
+    shutil.rmtree(members, ignore_errors=True)
 
 
 def _compose_one(folder: Path, method: str, train_zoo: str) -> None:
@@ -274,7 +298,7 @@ def main(argv=None) -> int:
                    help="predictor trainings in parallel processes (default: one per core on CPU, 1 on CUDA; "
                         "on a GPU several processes can share the card, each job being small)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new zoo unit or predictor job after this many seconds; exit 3 if work is left")
+                   help="start no new zoo unit or predictor seed after this many seconds; exit 3 if work is left")
     p.add_argument("--ema-epochs", type=float, default=None,
                    help="TrainConfig.ema_epochs for every predictor (average its weights over ~N epochs; 0 = raw "
                         "weights; default: TrainConfig's)")
@@ -341,8 +365,10 @@ def main(argv=None) -> int:
         if complete else []
     if complete:
         done = sum(job_path(folder, m, z).is_file() for m, z in work)
+        kept = sum(seed_path(folder, w[0], w[1], s).is_file() for w in todo for s in w[3])
         print(f"jobs: {done} of {len(work)} done before this call, {len(todo)} to run, "
-              f"{jobs} at a time" + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
+              f"{jobs} at a time" + (f", {kept} of their seeds kept from earlier calls" if kept else "")
+              + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
     if jobs == 1:
         for w in todo:
             _evaluate_one(w)

@@ -26,7 +26,7 @@ from sne_core.store import ZooStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from paper_tables import elapsed_s, job_path  # noqa: E402
+from paper_tables import elapsed_s, job_path, predictions_path, seed_path  # noqa: E402
 from test_store import refused_byte_flips  # noqa: E402
 
 
@@ -63,6 +63,35 @@ def test_an_interrupted_run_resumes_to_the_same_rows(results, tmp_path):
     assert a[key].equals(b[key])
     np.testing.assert_allclose(a["tau"].to_numpy(float), b["tau"].to_numpy(float), atol=1e-6)
     assert len(meta["calls"]) == 3 and meta["wall_s_total"] == pytest.approx(sum(c["wall_s_total"] for c in meta["calls"]))
+
+
+def test_a_job_stopped_between_seeds_goes_on_at_its_next_seed(results, tmp_path):
+    """A job killed after its first seed (a session ending mid-job) keeps that seed: the next call trains the
+    second seed only and ends with the rows of an uninterrupted run."""
+    out, store = tmp_path / "seeds", str(results / "store")
+    shutil.copytree(results, out, ignore=shutil.ignore_patterns("store"))
+    (folder,) = out.glob("jobs-*")
+    kept, job = seed_path(folder, "sne", "digits/arch1", 0), job_path(folder, "sne", "digits/arch1")
+    reference, kept_bytes = pd.read_csv(job), kept.read_bytes()
+    second = seed_path(folder, "sne", "digits/arch1", 1)
+    for f in (job, predictions_path(folder, "sne", "digits/arch1"), second, second.with_suffix(".preds.parquet")):
+        f.unlink()
+    again = _paper_tables(out, "--store", store, "--methods", "statnn,sne")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "jobs: 7 of 8 done before this call, 1 to run, 1 at a time, 1 of their seeds kept" in again.stdout
+    assert "trained on digits/arch1         seed 1" in again.stdout and "seed 0" not in again.stdout
+    assert kept.read_bytes() == kept_bytes                       # seed 0 was not trained again
+    resumed = pd.read_csv(job)
+    pd.testing.assert_frame_equal(resumed.drop(columns="fit_seconds"), reference.drop(columns="fit_seconds"))
+    preds = read_predictions(predictions_path(folder, "sne", "digits/arch1"))
+    before = read_predictions(results / "predictions.parquet").query("method == 'sne' and train_zoo == 'digits/arch1'")
+    pd.testing.assert_frame_equal(preds.reset_index(drop=True), before.reset_index(drop=True))
+    # an ensemble keeps its members only until their seed's rows are written (tests/test_train.py: their resume)
+    ens = _paper_tables(tmp_path / "ens", "--store", store, "--methods", "statnn", "--members", "2",
+                        "--train-zoos", "digits/arch1")
+    assert ens.returncode == 3 and "jobs: 0 of 4 done before this call, 1 to run" in ens.stdout, ens.stderr[-3000:]
+    (folder,) = (tmp_path / "ens").glob("jobs-*")
+    assert job_path(folder, "statnn", "digits/arch1").is_file() and not list(folder.glob("*.members"))
 
 
 def test_partial_cuts_the_tables_of_the_finished_jobs_and_names_the_rest(results, tmp_path):

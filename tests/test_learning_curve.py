@@ -56,6 +56,18 @@ def test_curve_rows_share_validation_and_test(store_root, tmp_path, capsys):
     assert "zoo mnist/arch1: validation" in out and "train_tau_mean" in out
 
 
+def test_first_seed_adds_seeds_to_an_earlier_run(store_root, tmp_path):
+    """--first-seed 1 --seeds 1 is the second seed of a --seeds 2 run: same training subset, same row."""
+    common = ["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8", "--methods", "statnn",
+              "--size", "smoke", "--jobs", "1"]
+    learning_curve.main(common + ["--seeds", "2", "--out", str(tmp_path / "both")])
+    learning_curve.main(common + ["--seeds", "1", "--first-seed", "1", "--out", str(tmp_path / "second")])
+    both, second = (pd.read_csv(tmp_path / d / "curve.csv") for d in ("both", "second"))
+    assert second.seed.tolist() == [1] and both.r2.nunique() == 2     # the seeds differ, so the row tells them apart
+    pd.testing.assert_frame_equal(second.drop(columns="fit_seconds"),
+                                  both[both.seed == 1].drop(columns="fit_seconds").reset_index(drop=True))
+
+
 def test_hyper_reaches_the_predictor(store_root):
     # an invalid SNE setting must fail in SNE's own check, which proves --hyper got through to it
     with pytest.raises(ValueError, match="log_floor must be >= 0"):

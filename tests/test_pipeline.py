@@ -116,9 +116,8 @@ def test_mlflow_runs_have_the_expected_metrics(smoke):
     for field in profile.fields():
         assert f"profile.{field}" in run.data.params
     assert run.data.params["train.method"] == "sne"
-    for k, v in profile.loss_weights("sne").items():       # the profile's loss weights reach SNE's TrainConfig
+    for k, v in profile.train_settings("sne").items():    # the profile's settings reach SNE's TrainConfig
         assert run.data.params[f"train.{k}"] == json.dumps(v)    # None: "null", the method's default
-    assert run.data.params["train.members"] == json.dumps(profile.members("sne"))
     # final test metrics per target zoo, and the per-epoch validation history
     for z in zoos:
         for m in ("tau", "r2", "l1"):
@@ -314,34 +313,36 @@ def test_composite_method_gets_each_parts_hyperparameters():
     assert own.hyper("sne_statnn") == {"sne": {"hidden": 8}}        # named itself: taken as given
 
 
-def test_loss_weights_go_to_sne_only():
+def test_train_settings_go_to_sne_only():
     from sne_core.train import TrainConfig
     default = load_profile("smoke")
-    assert default.loss_weights("sne") == {"rank_weight": 0.0, "invariance_weight": None, "stats_weight": None,
-                                           "aux_weight": None, "neuron_stats": None}   # None: sne_core.methods' defaults
+    assert default.train_settings("sne") == {"ema_epochs": None, "members": 1, "rank_weight": 0.0,
+                                             "invariance_weight": None, "stats_weight": None, "aux_weight": None,
+                                             "neuron_stats": None}   # None: sne_core.methods' defaults
     own = load_profile("smoke", sne_stats_weight=0.0, sne_invariance_weight=3.0, predictor_rank_weight=0.5,
-                       sne_neuron_stats=0)
-    assert own.loss_weights("sne") == {"rank_weight": 0.5, "invariance_weight": 3.0, "stats_weight": 0.0,
-                                       "aux_weight": None, "neuron_stats": False}
-    TrainConfig(method="sne", **own.loss_weights("sne"))
+                       sne_neuron_stats=0, predictor_ema_epochs=2.0)
+    assert own.train_settings("sne") == {"ema_epochs": 2.0, "members": 1, "rank_weight": 0.5,
+                                         "invariance_weight": 3.0, "stats_weight": 0.0, "aux_weight": None,
+                                         "neuron_stats": False}
+    TrainConfig(method="sne", **own.train_settings("sne"))
     for method in ("statnn", "gbm", "sne_statnn"):       # no learned code, or parts with their own defaults
-        assert own.loss_weights(method) == {"rank_weight": 0.5}
-        TrainConfig(method=method, **own.loss_weights(method))
+        assert own.train_settings(method) == {"ema_epochs": 2.0, "members": 1, "rank_weight": 0.5}
+        TrainConfig(method=method, **own.train_settings(method))
     with pytest.raises(ConfigError, match="field 'sne_stats_weight'"):
         load_profile("smoke", sne_stats_weight=-2.0)
     # SNE's own ranking weight overrides the shared one for SNE only (session 37's SNE beside default baselines)
     sne_only = load_profile("smoke", sne_rank_weight=0.3)
-    assert sne_only.loss_weights("sne")["rank_weight"] == 0.3
-    assert TrainConfig(method="sne", **sne_only.loss_weights("sne")).rank_weight == 0.3
+    assert sne_only.train_settings("sne")["rank_weight"] == 0.3
+    assert TrainConfig(method="sne", **sne_only.train_settings("sne")).rank_weight == 0.3
     for method in ("statnn", "gbm", "sne_statnn"):
-        assert sne_only.loss_weights(method) == {"rank_weight": 0.0}
-    assert load_profile("smoke", sne_rank_weight=0.0, predictor_rank_weight=0.5).loss_weights("sne")["rank_weight"] == 0.0
+        assert sne_only.train_settings(method)["rank_weight"] == 0.0
+    assert load_profile("smoke", sne_rank_weight=0.0, predictor_rank_weight=0.5).train_settings("sne")["rank_weight"] == 0.0
     with pytest.raises(ConfigError, match="field 'sne_rank_weight'"):
         load_profile("smoke", sne_rank_weight=-0.5)
     # and its own ensemble size, which the baselines do not share
     ens = load_profile("smoke", sne_members=3, predictor_members=2)
-    assert ens.members("sne") == 3 and ens.members("statnn") == 2 and ens.members("sne_statnn") == 2
-    assert load_profile("smoke", predictor_members=2).members("sne") == 2
+    assert [ens.train_settings(m)["members"] for m in ("sne", "statnn", "sne_statnn")] == [3, 2, 2]
+    assert load_profile("smoke", predictor_members=2).train_settings("sne")["members"] == 2
     with pytest.raises(ConfigError, match="field 'sne_members'"):
         load_profile("smoke", sne_members=0)
     with pytest.raises(ConfigError, match="field 'sne_neuron_stats'"):

@@ -270,6 +270,29 @@ def test_ensemble_predicts_the_mean_logit_of_its_separately_trained_members(zoo)
         TrainConfig(members=0)
 
 
+def test_an_interrupted_ensemble_resumes_from_its_kept_members(zoo, tmp_path):
+    """Members kept as they finish: a rerun after member 0 loads it (trains member 1 only) and predicts what
+    the uninterrupted ensemble does; a damaged file or one trained under another config is refused."""
+    train, val = zoo
+    config = cfg("mlp", epochs=2, lr=1e-2, members=2, seed=3)
+    whole = fit(config, train, val, keep_members=tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["member0-mlp-seed3.pt", "member1-mlp-seed1003.pt"]
+    (tmp_path / "member1-mlp-seed1003.pt").unlink()               # stopped after member 0
+    logged = []
+    resumed = fit(config, train, val, log=lambda e, m: logged.append(m), keep_members=tmp_path)
+    assert {k.split("_")[0] for m in logged for k in m} == {"member1"}      # member 0 was loaded, not trained
+    np.testing.assert_array_equal(predict(resumed.model, val), predict(whole.model, val))
+    assert [m.best_epoch for m in resumed.members] == [m.best_epoch for m in whole.members]
+    assert resumed.seconds >= sum(m.seconds for m in resumed.members)    # the loaded member's time is counted
+    other = cfg("mlp", epochs=2, lr=5e-3, members=2, seed=3)             # same file names, another lr
+    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: field 'config' is not this member's"):
+        fit(other, train, val, keep_members=tmp_path)
+    kept = tmp_path / "member0-mlp-seed3.pt"
+    kept.write_bytes(kept.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: not a readable ensemble member"):
+        fit(config, train, val, keep_members=tmp_path)
+
+
 SMALL_SNE = {"hidden": 16, "heads": 2, "head_widths": [16]}
 
 
