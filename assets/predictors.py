@@ -10,6 +10,10 @@ scatter, config, checkpoint). The raw per-seed rows (`sne_core.protocols.evaluat
 store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result tables read
 them, so no predictor is trained twice for three tables.
 
+Resumable: each finished fit (one per seed, or per ensemble member) is saved under the store resource's local
+`work_dir` as `predictors/<method>-<key>/seed<N>/` until the partition's rows are written, so a retry of an
+interrupted partition trains only what it had not finished (and then logs every seed to MLflow).
+
 Idempotent: the rows carry a content key (method, training config, the library's defaults for the
 method, zoo fingerprints). When the stored rows have the same key and their MLflow runs exist, the
 partition is not retrained and nothing new is logged (set the tracker's `new_runs` to force fresh runs).
@@ -17,6 +21,7 @@ partition is not retrained and nothing new is logged (set the tracker's `new_run
 
 import functools
 import hashlib
+import shutil
 
 from dagster import (AllPartitionMapping, AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult,
                      MetadataValue, asset)
@@ -59,7 +64,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
     zoo_store = store.get()
     fingerprint = functools.cache(lambda zoo: zoo_fingerprint(zoo_store, *zoo.split("/"), profile.split_seed))
     shared = dict(zoo_store=zoo_store, fingerprint=fingerprint, device=device.resolve(),
-                  experiment_id=mlflow.experiment_id(TASK))
+                  experiment_id=mlflow.experiment_id(TASK), work=store.work_path() / "predictors")
     # a range run materialises every partition in it with this one result: the metadata keeps
     # each partition's numbers under its key
     per_key = {str(k): train_partition(context, k, profile, mlflow, **shared) for k in context.partition_keys}
@@ -73,7 +78,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
 
 
 def train_partition(context: AssetExecutionContext, partition_key, profile: RunProfile, mlflow: MLflowTracker, *,
-                    zoo_store, fingerprint, device: str, experiment_id: str) -> dict:
+                    zoo_store, fingerprint, device: str, experiment_id: str, work) -> dict:
     """Train (or reuse) one (method, training zoo) partition; returns its metadata."""
     from sne_core.methods import defaults_fingerprint
     from sne_core.protocols import evaluate
@@ -105,9 +110,9 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
         context.log.info(f"{method} @ {train_zoo}: stored rows and MLflow runs match key {key}; not retrained")
         return _metadata(old, path, key, reused=True)
 
-    fits = {}
+    fits, kept = {}, work / f"{method}-{key}"       # the key names every setting, so no stale fit is found
     raw = evaluate(method, zoo_store, train_zoo, targets, profile.seeds(), config, profile.split_seed,
-                   on_fit=lambda seed, result, preds: fits.__setitem__(seed, (result, preds)))
+                   on_fit=lambda seed, result, preds: fits.__setitem__(seed, (result, preds)), keep_fits=kept)
     raw["key"] = key
     raw["mlflow_run_id"] = ""
     for seed, (result, preds) in fits.items():
@@ -121,6 +126,7 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
                          f"val tau {result.val.get('tau', float('nan')):.3f}, "
                          f"test tau {float(own['tau'].iloc[0]) if len(own) else float('nan'):.3f} (run {run_id})")
     zoo_store.write_frame(path, raw, metadata={"key": key, "method": method, "train_zoo": train_zoo})
+    shutil.rmtree(kept, ignore_errors=True)          # in the rows and MLflow now
     return _metadata(raw, path, key, reused=False)
 
 

@@ -31,6 +31,10 @@ class StoreResource(ConfigurableResource):
     root: str = Field(default="", description="store root: local path or pyarrow filesystem URI")
     datasets_root: str = Field(default="", description="folder of the image datasets; empty = SNE_DATASETS_ROOT "
                                "or <project>/data/datasets (where `make data` puts them)")
+    # Local even when `root` is remote: what an interrupted asset finished (a predictor partition's trained fits,
+    # seed by seed and ensemble member by member) is saved here and loaded by the retry, then deleted.
+    work_dir: str = Field(default="", description="local folder for unfinished work, so that a rerun resumes it; "
+                          "empty = <data dir>/work")
 
     @field_validator("root")
     @classmethod
@@ -44,6 +48,9 @@ class StoreResource(ConfigurableResource):
 
     def datasets_uri(self) -> str:
         return self.datasets_root or os.environ.get("SNE_DATASETS_ROOT", str(PROJECT_ROOT / "data" / "datasets"))
+
+    def work_path(self) -> Path:
+        return Path(self.work_dir).resolve() if self.work_dir else data_dir() / "work"
 
     def get(self):
         from sne_core.store import ZooStore

@@ -13,7 +13,7 @@ missing, networks (the store) and (method, training zoo) jobs, seed by seed (the
 --out/jobs-<key>/, key = the settings that decide the rows; each job's file is named with its
 method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again;
 `<job>.seed<N>.csv` holds one finished seed, so a job stopped between seeds goes on at its next, and
-`<job>.members/seed<N>/` an ensemble's finished members until their seed is done).
+`<job>.fits/seed<N>/` a seed's finished fits, an ensemble's member by member, until the seed is done).
 `--budget-s S` starts no new zoo unit or seed after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
@@ -227,37 +227,55 @@ def seed_path(folder: Path, method: str, train_zoo: str, seed: int) -> Path:
     return job_path(folder, method, train_zoo).with_suffix(f".seed{seed}.csv")
 
 
-def _evaluate_one(job):
-    """One (method, training zoo): every seed, scored on every zoo. Runs in a worker process."""
+@dataclass(frozen=True)
+class Job:
+    """One (method, training zoo) to train for every seed and score on every zoo; runs in a worker process."""
+    method: str
+    train_zoo: str
+    zoos: list[str]
+    seeds: list[int]
+    store: str
+    size: Size
+    device: str
+    threads: int
+    overrides: dict       # TrainConfig fields: the run's, with --method-train's winning for this method
+    hyper: dict
+    max_train: int | None
+    deadline: float | None
+    folder: Path
+
+
+def _evaluate_one(job: Job):
+    """One job: every seed, each written as it finishes (`seed_path`), then the job's file made from them."""
     import pandas as pd
     import torch
     from sne_core.protocols import evaluate
     from sne_core.store import ZooStore
     from sne_core.results import (atomic_write_text, predictions_frame, read_predictions, read_raw,
                                   write_predictions)
-    method, train_zoo, zoos, seeds, store_root, size, device, threads, overrides, hyper, max_train, deadline, folder = job
-    torch.set_num_threads(threads)
-    config = size.train_config(method, hyper.get(method), device=device, **overrides)
-    members = job_path(folder, method, train_zoo).with_suffix(".members")   # an ensemble's, member by member
-    for seed in seeds:
+    method, train_zoo, folder = job.method, job.train_zoo, job.folder
+    torch.set_num_threads(job.threads)
+    config = job.size.train_config(method, job.hyper.get(method), device=job.device, **job.overrides)
+    fits = job_path(folder, method, train_zoo).with_suffix(".fits")   # each seed's finished fits (ensemble members)
+    for seed in job.seeds:
         rows = seed_path(folder, method, train_zoo, seed)
         if rows.is_file():
             continue                          # finished by an earlier call
-        if deadline is not None and time.time() >= deadline:
+        if job.deadline is not None and time.time() >= job.deadline:
             return                            # out of time: left for the next call
         t0, preds = time.time(), {}
-        raw = evaluate(method, ZooStore(store_root), train_zoo, zoos, [seed], config, max_train=max_train,
-                       on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_members=members)
+        raw = evaluate(method, ZooStore(job.store), train_zoo, job.zoos, [seed], config, max_train=job.max_train,
+                       on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_fits=fits)
         print(f"  {method:9s} trained on {train_zoo:20s} seed {seed} {time.time() - t0:7.1f} s", flush=True)
         write_predictions(rows.with_suffix(".preds.parquet"), predictions_frame(method, train_zoo, preds))
         atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done
-        shutil.rmtree(members / f"seed{seed}", ignore_errors=True)   # its members are in those rows now
-    parts = [seed_path(folder, method, train_zoo, s) for s in seeds]
+        shutil.rmtree(fits / f"seed{seed}", ignore_errors=True)   # its fits are in those rows now
+    parts = [seed_path(folder, method, train_zoo, s) for s in job.seeds]
     write_predictions(predictions_path(folder, method, train_zoo),
                       pd.concat([read_predictions(f.with_suffix(".preds.parquet")) for f in parts], ignore_index=True))
     atomic_write_text(job_path(folder, method, train_zoo),
                       pd.concat([read_raw(f) for f in parts], ignore_index=True).to_csv(index=False))
-    shutil.rmtree(members, ignore_errors=True)
+    shutil.rmtree(fits, ignore_errors=True)
 
 
 def _compose_one(folder: Path, method: str, train_zoo: str) -> None:
@@ -358,20 +376,19 @@ def main(argv=None) -> int:
     runs_here = set(zoos) if args.train_zoos is None else set(args.train_zoos.split(","))
     if not runs_here <= set(zoos):
         p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
-    # each job gets its method's TrainConfig overrides: the run's, with --method-train's winning for that method
-    todo = [(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads,
-             overrides | args.method_train.get(m, {}), args.hyper, args.max_train, deadline, folder)
+    todo = [Job(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads,
+                overrides | args.method_train.get(m, {}), args.hyper, args.max_train, deadline, folder)
             for m, z in work if m not in composed and z in runs_here and not job_path(folder, m, z).is_file()] \
         if complete else []
     if complete:
         done = sum(job_path(folder, m, z).is_file() for m, z in work)
-        kept = sum(seed_path(folder, w[0], w[1], s).is_file() for w in todo for s in w[3])
+        kept = sum(seed_path(folder, j.method, j.train_zoo, s).is_file() for j in todo for s in j.seeds)
         print(f"jobs: {done} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time" + (f", {kept} of their seeds kept from earlier calls" if kept else "")
               + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
     if jobs == 1:
-        for w in todo:
-            _evaluate_one(w)
+        for j in todo:
+            _evaluate_one(j)
     elif todo:
         # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:

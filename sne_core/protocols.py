@@ -98,14 +98,15 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
              config: TrainConfig | None = None, split_seed: int = 0,
              log: Callable[[int, int, dict], None] | None = None,
              on_fit: Callable[[int, object, dict], None] | None = None, max_train: int | None = None,
-             keep_members=None):
+             keep_fits=None):
     """Raw rows (method, train_zoo, test_zoo, seed, tau, r2, l1, note, val_tau, best_epoch, ...):
     one predictor per seed, trained on `train_zoo` (at most `max_train` of its training networks, the
     same seeded subset for every method and seed; see `load_zoo`), scored on every test zoo's test split.
     `log(seed, epoch, metrics)` receives the per-epoch training metrics; `on_fit(seed, fit_result,
     predictions)` receives each seed's FitResult and {test_zoo: (model_ids, y_true, y_pred)} (the
-    pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter). `keep_members`: a
-    folder where an ensemble keeps each seed's finished members (`fit`), so an interrupted seed resumes."""
+    pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter). `keep_fits`: a
+    folder where each seed's finished fits are kept (`<keep_fits>/seed<N>/`, see `fit`): a call interrupted at
+    any seed, or within an ensemble, trains on rerun only what it had not finished."""
     import pandas as pd
     config = config or TrainConfig()
     train_zoo, test_zoos, seeds = zoo_name(train_zoo), [zoo_name(z) for z in test_zoos], list(seeds)
@@ -138,7 +139,7 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     for seed in seeds:
         cfg = replace(config, method=method, seed=seed)
         result = fit(cfg, train, val, log=None if log is None else (lambda e, m, s=seed: log(s, e, m)),
-                     keep_members=None if keep_members is None else Path(keep_members) / f"seed{seed}")
+                     keep_fits=None if keep_fits is None else Path(keep_fits) / f"seed{seed}")
         extra = {"val_tau": result.val.get("tau", math.nan), "best_epoch": result.best_epoch,
                  "epochs_run": result.epochs_run, "fit_seconds": result.seconds, "n_train": len(train)}
         preds = {}

@@ -292,9 +292,10 @@ def recalibrate_batchnorm(model, data: ZooData, batch_size: int = 256) -> None:
 
 
 def fit(config: TrainConfig, train: ZooData, val: ZooData,
-        log: Callable[[int, dict], None] | None = None, keep_members: str | Path | None = None) -> FitResult:
-    """`keep_members`: a folder where an ensemble (or composite) saves each member as it finishes and finds
-    the ones an interrupted call finished, so a rerun trains only the rest (`_fit_ensemble`)."""
+        log: Callable[[int, dict], None] | None = None, keep_fits: str | Path | None = None) -> FitResult:
+    """`keep_fits`: a folder where each finished torch fit is saved (a single predictor, or each member of an
+    ensemble or composite as it finishes) and found again, so a call interrupted after it trains only the rest.
+    GBM is not kept: it fits in seconds."""
     method = get_method(config.method)
     t0 = time.perf_counter()
     if method.parts:                    # a composite: each part trained with its own defaults
@@ -306,12 +307,19 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             raise TypeError(f"composite method {config.method!r}: part(s) {not_torch} are not torch predictors "
                             f"({NOT_A_MEMBER})")
         parts = [replace(config, method=p, hyper=config.hyper.get(p, {})) for p in method.parts]
-        return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0, keep_members)
+        return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0, keep_fits)
     if config.members > 1 and method.is_torch:
         seeds = [config.seed + MEMBER_SEED_STRIDE * i for i in range(config.members)]
         members = [replace(config, members=1, seed=s) for s in seeds]
         return _fit_ensemble(config, members, [f"member{i}" for i in range(config.members)], train, val, log, t0,
-                             keep_members)
+                             keep_fits)
+    if keep_fits is not None and method.is_torch:
+        kept = Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt"
+        if kept.is_file():
+            return load_fit(kept, config)
+        result = fit(config, train, val, log)
+        save_fit(kept, result)
+        return result
     torch.manual_seed(config.seed)
     archs = [g.arch for g in train.groups]
     if not method.is_torch:
@@ -443,13 +451,13 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
     for name, c in zip(names, configs):
         saved = None if keep is None else Path(keep) / f"{name}-{c.method}-seed{c.seed}.pt"
         if saved is not None and saved.is_file():
-            results.append(load_member(saved, c))
+            results.append(load_fit(saved, c))
             loaded_s += results[-1].seconds          # its training time, spent by an earlier call
             continue
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
         results.append(fit(c, train, val, member_log))
         if saved is not None:
-            save_member(saved, results[-1])
+            save_fit(saved, results[-1])
     model = Ensemble([r.model for r in results])
     val_m = summarize(predict(model, val, config.batch_size), val.y.numpy())     # predict moves each batch
     epochs_run = max(r.epochs_run for r in results)
@@ -461,8 +469,8 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
                      time.perf_counter() - t0 + loaded_s, members=results, member_names=names)
 
 
-def save_member(path: Path, result: FitResult) -> None:
-    """One finished ensemble member (its model and record), written atomically."""
+def save_fit(path: Path, result: FitResult) -> None:
+    """One finished fit (its model and record), written atomically."""
     from pyarrow.fs import LocalFileSystem
     from sne_core.store_io import atomic_write_bytes
     buf = io.BytesIO()
@@ -470,16 +478,17 @@ def save_member(path: Path, result: FitResult) -> None:
     atomic_write_bytes(LocalFileSystem(), str(Path(path).resolve()), buf.getbuffer())
 
 
-def load_member(path: Path, config: TrainConfig) -> FitResult:
-    """A member saved by `save_member`; refused, naming the file, if unreadable or trained under another config."""
+def load_fit(path: Path, config: TrainConfig) -> FitResult:
+    """A fit saved by `save_fit`; refused, naming the file, if unreadable or trained under another config.
+    Its `seconds` are the time its training took then."""
     try:
         result = torch.load(path, map_location="cpu", weights_only=False)   # our own file: a pickled FitResult
     except Exception as e:
-        raise ValueError(f"{path}: not a readable ensemble member ({type(e).__name__}: {e}); "
-                         "delete it to train that member again") from None
+        raise ValueError(f"{path}: not a readable kept fit ({type(e).__name__}: {e}); "
+                         "delete it to train that fit again") from None
     if not isinstance(result, FitResult) or result.config.as_dict() != config.as_dict():
-        raise ValueError(f"{path}: field 'config' is not this member's TrainConfig ({config.as_dict()}); "
-                         "delete it to train that member again")
+        raise ValueError(f"{path}: field 'config' is not this fit's TrainConfig ({config.as_dict()}); "
+                         "delete it to train that fit again")
     result.model.to(resolve_device(config.device))
     return result
 

@@ -86,12 +86,12 @@ def test_a_job_stopped_between_seeds_goes_on_at_its_next_seed(results, tmp_path)
     preds = read_predictions(predictions_path(folder, "sne", "digits/arch1"))
     before = read_predictions(results / "predictions.parquet").query("method == 'sne' and train_zoo == 'digits/arch1'")
     pd.testing.assert_frame_equal(preds.reset_index(drop=True), before.reset_index(drop=True))
-    # an ensemble keeps its members only until their seed's rows are written (tests/test_train.py: their resume)
+    # a seed's fits (an ensemble's, member by member) are kept only until its rows are written (tests/test_train.py: resume)
     ens = _paper_tables(tmp_path / "ens", "--store", store, "--methods", "statnn", "--members", "2",
                         "--train-zoos", "digits/arch1")
     assert ens.returncode == 3 and "jobs: 0 of 4 done before this call, 1 to run" in ens.stdout, ens.stderr[-3000:]
     (folder,) = (tmp_path / "ens").glob("jobs-*")
-    assert job_path(folder, "statnn", "digits/arch1").is_file() and not list(folder.glob("*.members"))
+    assert job_path(folder, "statnn", "digits/arch1").is_file() and not list(folder.glob("*.fits"))
 
 
 def test_partial_cuts_the_tables_of_the_finished_jobs_and_names_the_rest(results, tmp_path):

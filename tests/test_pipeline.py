@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -31,7 +32,8 @@ DATASETS_ROOT = ROOT / "data" / "datasets"
 
 
 def make_defs(tmp: Path, profile=None, tracker: MLflowTracker | None = None):
-    resources = dict(store=StoreResource(root=str(tmp / "store"), datasets_root=str(DATASETS_ROOT)),
+    resources = dict(store=StoreResource(root=str(tmp / "store"), datasets_root=str(DATASETS_ROOT),
+                                         work_dir=str(tmp / "work")),
                      mlflow=tracker or MLflowTracker(tracking_uri=f"sqlite:///{tmp}/mlflow.db",
                                                      artifact_root=(tmp / "artifacts").as_uri()),
                      device=DeviceResource(device="cpu"))
@@ -170,6 +172,41 @@ def test_new_runs_only_when_asked(smoke):
     rows2, _, _, runs2 = _counts(smoke)
     assert rows2 == rows                                       # the partition's rows are replaced, not appended
     assert runs2 == runs + smoke["profile"].predictor_seeds    # one fresh run per seed, as asked
+
+
+def test_an_interrupted_partition_resumes_at_the_fit_it_had_not_finished(smoke, monkeypatch):
+    """A predictor run stopped at its second seed: the retry loads the first seed's kept fit instead of training
+    it again, trains the rest, logs every seed to MLflow, and leaves no kept fit behind."""
+    from sne_core import protocols
+    tmp, instance, seeds = smoke["tmp"], smoke["instance"], smoke["profile"].seeds()
+    tracker = MLflowTracker(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=(tmp / "artifacts").as_uri(),
+                            new_runs=True)                    # stored rows exist: train the partition again
+    job = make_defs(tmp, tracker=tracker).resolve_job_def("train_predictors")
+    partition = str(predictor_partition("sne", "digits", "arch1"))
+    real_fit, fits = protocols.fit, []
+
+    def fit_until_seed(stop):
+        def spy(config, train, val, log=None, keep_fits=None):
+            if config.seed == stop:
+                raise RuntimeError(f"stopped at seed {stop}")
+            fits.append((config.seed, real_fit(config, train, val, log, keep_fits)))
+            return fits[-1][1]
+        return spy
+
+    monkeypatch.setattr(protocols, "fit", fit_until_seed(1))
+    assert not job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False).success
+    (kept,) = (tmp / "work" / "predictors").glob("sne-*")
+    assert [p.relative_to(kept).as_posix() for p in kept.rglob("*.pt")] == ["seed0/fit-sne-seed0.pt"]
+    first, runs = fits.pop()[1], len(_runs(tracker))
+    monkeypatch.setattr(protocols, "fit", fit_until_seed(None))
+    assert job.execute_in_process(partition_key=partition, instance=instance).success
+    again = dict(fits)
+    assert sorted(again) == seeds
+    assert again[0].seconds == first.seconds                           # loaded with its time: not trained again
+    assert pd.DataFrame(again[0].history).equals(pd.DataFrame(first.history))   # (equals: NaN tau where ties)
+    rows = smoke["store"].read_frame(predictions_path("sne", "digits", "arch1"))
+    assert set(rows.loc[rows["seed"] == 0, "fit_seconds"]) == {first.seconds}
+    assert len(_runs(tracker)) == runs + len(seeds) and not kept.exists()
 
 
 # ---------------------------------------------------------------- checks on broken zoos

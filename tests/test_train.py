@@ -275,22 +275,37 @@ def test_an_interrupted_ensemble_resumes_from_its_kept_members(zoo, tmp_path):
     the uninterrupted ensemble does; a damaged file or one trained under another config is refused."""
     train, val = zoo
     config = cfg("mlp", epochs=2, lr=1e-2, members=2, seed=3)
-    whole = fit(config, train, val, keep_members=tmp_path)
+    whole = fit(config, train, val, keep_fits=tmp_path)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["member0-mlp-seed3.pt", "member1-mlp-seed1003.pt"]
     (tmp_path / "member1-mlp-seed1003.pt").unlink()               # stopped after member 0
     logged = []
-    resumed = fit(config, train, val, log=lambda e, m: logged.append(m), keep_members=tmp_path)
+    resumed = fit(config, train, val, log=lambda e, m: logged.append(m), keep_fits=tmp_path)
     assert {k.split("_")[0] for m in logged for k in m} == {"member1"}      # member 0 was loaded, not trained
     np.testing.assert_array_equal(predict(resumed.model, val), predict(whole.model, val))
     assert [m.best_epoch for m in resumed.members] == [m.best_epoch for m in whole.members]
     assert resumed.seconds >= sum(m.seconds for m in resumed.members)    # the loaded member's time is counted
     other = cfg("mlp", epochs=2, lr=5e-3, members=2, seed=3)             # same file names, another lr
-    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: field 'config' is not this member's"):
-        fit(other, train, val, keep_members=tmp_path)
+    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: field 'config' is not this fit's"):
+        fit(other, train, val, keep_fits=tmp_path)
     kept = tmp_path / "member0-mlp-seed3.pt"
     kept.write_bytes(kept.read_bytes()[:-100])
-    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: not a readable ensemble member"):
-        fit(config, train, val, keep_members=tmp_path)
+    with pytest.raises(ValueError, match="member0-mlp-seed3.pt: not a readable kept fit"):
+        fit(config, train, val, keep_fits=tmp_path)
+
+
+def test_a_kept_single_fit_is_loaded_not_trained_again(zoo, tmp_path):
+    """One predictor (members 1) is kept too: a second call returns the saved fit (same weights, record and
+    time) without training; GBM, which fits in seconds, is not kept."""
+    train, val = zoo
+    config = cfg("sne", epochs=2, lr=1e-2, seed=4, hyper=SMALL_SNE)
+    first = fit(config, train, val, keep_fits=tmp_path)
+    assert [f.name for f in tmp_path.iterdir()] == ["fit-sne-seed4.pt"]
+    logged = []
+    again = fit(config, train, val, log=lambda e, m: logged.append(m), keep_fits=tmp_path)
+    assert logged == [] and again.seconds == first.seconds and again.history == first.history
+    np.testing.assert_array_equal(predict(again.model, val), predict(first.model, val))
+    fit(cfg("gbm", hyper={"max_rounds": 10}), train, val, keep_fits=tmp_path)
+    assert [f.name for f in tmp_path.iterdir()] == ["fit-sne-seed4.pt"]
 
 
 SMALL_SNE = {"hidden": 16, "heads": 2, "head_widths": [16]}
