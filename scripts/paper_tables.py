@@ -14,7 +14,7 @@ missing, networks (the store) and (method, training zoo) jobs, seed by seed (the
 method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again;
 `<job>.seed<N>.csv` holds one finished seed, so a job stopped between seeds goes on at its next, and
 `<job>.fits/seed<N>/` a seed's finished fits, an ensemble's member by member, until the seed is done).
-`--budget-s S` starts no new zoo unit or seed after S seconds and exits with status 3 when something is left:
+`--budget-s S` starts no new zoo unit, seed or ensemble member after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
 Outputs in --out:
@@ -253,6 +253,7 @@ def _evaluate_one(job: Job):
     from sne_core.store import ZooStore
     from sne_core.results import (atomic_write_text, predictions_frame, read_predictions, read_raw,
                                   write_predictions)
+    from sne_core.train import OutOfTime
     method, train_zoo, folder = job.method, job.train_zoo, job.folder
     torch.set_num_threads(job.threads)
     config = job.size.train_config(method, job.hyper.get(method), device=job.device, **job.overrides)
@@ -261,11 +262,14 @@ def _evaluate_one(job: Job):
         rows = seed_path(folder, method, train_zoo, seed)
         if rows.is_file():
             continue                          # finished by an earlier call
-        if job.deadline is not None and time.time() >= job.deadline:
-            return                            # out of time: left for the next call
         t0, preds = time.time(), {}
-        raw = evaluate(method, ZooStore(job.store), train_zoo, job.zoos, [seed], config, max_train=job.max_train,
-                       on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_fits=fits)
+        try:
+            raw = evaluate(method, ZooStore(job.store), train_zoo, job.zoos, [seed], config, max_train=job.max_train,
+                           on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_fits=fits,
+                           deadline=job.deadline)
+        except OutOfTime:
+            return                            # no new seed or ensemble member after the deadline: the next call's
+
         print(f"  {method:9s} trained on {train_zoo:20s} seed {seed} {time.time() - t0:7.1f} s", flush=True)
         write_predictions(rows.with_suffix(".preds.parquet"), predictions_frame(method, train_zoo, preds))
         atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done
@@ -316,7 +320,7 @@ def main(argv=None) -> int:
                    help="predictor trainings in parallel processes (default: one per core on CPU, 1 on CUDA; "
                         "on a GPU several processes can share the card, each job being small)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new zoo unit or predictor seed after this many seconds; exit 3 if work is left")
+                   help="start no new zoo unit, predictor seed or ensemble member after this many seconds; exit 3 if work is left")
     p.add_argument("--ema-epochs", type=float, default=None,
                    help="TrainConfig.ema_epochs for every predictor (average its weights over ~N epochs; 0 = raw "
                         "weights; default: TrainConfig's)")

@@ -13,6 +13,7 @@ A method that cannot read an architecture gives a row of NaNs with `note = "n/a:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,7 +26,7 @@ from sne_core.encoders import UnsupportedArchitecture
 from sne_core.methods import check_method_arch, get_method
 from sne_core.metrics import summarize
 from sne_core.splits import get_or_create_split, ids_in
-from sne_core.train import TrainConfig, ZooData, fit, predict
+from sne_core.train import OutOfTime, TrainConfig, ZooData, fit, predict
 
 TABLE_COLUMNS = ["method", "train_zoo", "test_zoo", "tau_mean", "tau_std", "r2_mean", "r2_std",
                  "l1_mean", "l1_std", "seeds", "note"]
@@ -98,7 +99,7 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
              config: TrainConfig | None = None, split_seed: int = 0,
              log: Callable[[int, int, dict], None] | None = None,
              on_fit: Callable[[int, object, dict], None] | None = None, max_train: int | None = None,
-             keep_fits=None):
+             keep_fits=None, deadline: float | None = None):
     """Raw rows (method, train_zoo, test_zoo, seed, tau, r2, l1, note, val_tau, best_epoch, ...):
     one predictor per seed, trained on `train_zoo` (at most `max_train` of its training networks, the
     same seeded subset for every method and seed; see `load_zoo`), scored on every test zoo's test split.
@@ -106,8 +107,11 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     predictions)` receives each seed's FitResult and {test_zoo: (model_ids, y_true, y_pred)} (the
     pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter). `keep_fits`: a
     folder where each seed's finished fits are kept (`<keep_fits>/seed<N>/`, see `fit`): a call interrupted at
-    any seed, or within an ensemble, trains on rerun only what it had not finished."""
+    any seed, or within an ensemble, trains on rerun only what it had not finished. `deadline` (a `time.time()`):
+    no fit starts after it; `OutOfTime` is raised instead (before any zoo is read, if it has passed already)."""
     import pandas as pd
+    if deadline is not None and time.time() >= deadline:
+        raise OutOfTime(f"{method} on {zoo_name(train_zoo)}: not started, its deadline has passed")
     config = config or TrainConfig()
     train_zoo, test_zoos, seeds = zoo_name(train_zoo), [zoo_name(z) for z in test_zoos], list(seeds)
     # training may see every checkpoint of its networks (config.train_checkpoints); validation and
@@ -139,7 +143,7 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     for seed in seeds:
         cfg = replace(config, method=method, seed=seed)
         result = fit(cfg, train, val, log=None if log is None else (lambda e, m, s=seed: log(s, e, m)),
-                     keep_fits=None if keep_fits is None else Path(keep_fits) / f"seed{seed}")
+                     keep_fits=None if keep_fits is None else Path(keep_fits) / f"seed{seed}", deadline=deadline)
         extra = {"val_tau": result.val.get("tau", math.nan), "best_epoch": result.best_epoch,
                  "epochs_run": result.epochs_run, "fit_seconds": result.seconds, "n_train": len(train)}
         preds = {}

@@ -291,11 +291,16 @@ def recalibrate_batchnorm(model, data: ZooData, batch_size: int = 256) -> None:
         m.momentum = momentum
 
 
-def fit(config: TrainConfig, train: ZooData, val: ZooData,
-        log: Callable[[int, dict], None] | None = None, keep_fits: str | Path | None = None) -> FitResult:
+class OutOfTime(RuntimeError):
+    """A fit not started because `fit`'s deadline had passed; what finished before it is in `keep_fits`."""
+
+
+def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, dict], None] | None = None,
+        keep_fits: str | Path | None = None, deadline: float | None = None) -> FitResult:
     """`keep_fits`: a folder where each finished torch fit is saved (a single predictor, or each member of an
     ensemble or composite as it finishes) and found again, so a call interrupted after it trains only the rest.
-    GBM is not kept: it fits in seconds."""
+    GBM is not kept: it fits in seconds. `deadline` (a `time.time()`): no fit starts after it, `OutOfTime` is
+    raised instead, so a time-limited caller stops between ensemble members rather than in one."""
     method = get_method(config.method)
     t0 = time.perf_counter()
     if method.parts:                    # a composite: each part trained with its own defaults
@@ -307,19 +312,21 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData,
             raise TypeError(f"composite method {config.method!r}: part(s) {not_torch} are not torch predictors "
                             f"({NOT_A_MEMBER})")
         parts = [replace(config, method=p, hyper=config.hyper.get(p, {})) for p in method.parts]
-        return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0, keep_fits)
+        return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0, keep_fits, deadline)
     if config.members > 1 and method.is_torch:
         seeds = [config.seed + MEMBER_SEED_STRIDE * i for i in range(config.members)]
         members = [replace(config, members=1, seed=s) for s in seeds]
         return _fit_ensemble(config, members, [f"member{i}" for i in range(config.members)], train, val, log, t0,
-                             keep_fits)
+                             keep_fits, deadline)
     if keep_fits is not None and method.is_torch:
         kept = Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt"
         if kept.is_file():
             return load_fit(kept, config)
-        result = fit(config, train, val, log)
+        result = fit(config, train, val, log, deadline=deadline)
         save_fit(kept, result)
         return result
+    if deadline is not None and time.time() >= deadline:
+        raise OutOfTime(f"{config.method} seed {config.seed}: not started, its deadline has passed")
     torch.manual_seed(config.seed)
     archs = [g.arch for g in train.groups]
     if not method.is_torch:
@@ -442,7 +449,7 @@ def _aux_heads(model, method: str, train: ZooData, w_rec: float, w_stat: float, 
 
 
 def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[str], train: ZooData,
-                  val: ZooData, log, t0, keep: str | Path | None = None) -> FitResult:
+                  val: ZooData, log, t0, keep: str | Path | None = None, deadline: float | None = None) -> FitResult:
     """Fit one predictor per config, one after another, into an `Ensemble`. Each one's per-epoch
     metrics go to `log` and `history` under the prefix `<name>_`; the validation metrics returned
     are the ensemble's own. With `keep`, each member is saved there as it finishes and a saved one is
@@ -455,7 +462,7 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
             loaded_s += results[-1].seconds          # its training time, spent by an earlier call
             continue
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
-        results.append(fit(c, train, val, member_log))
+        results.append(fit(c, train, val, member_log, deadline=deadline))
         if saved is not None:
             save_fit(saved, results[-1])
     model = Ensemble([r.model for r in results])

@@ -186,10 +186,10 @@ def test_an_interrupted_partition_resumes_at_the_fit_it_had_not_finished(smoke, 
     real_fit, fits = protocols.fit, []
 
     def fit_until_seed(stop):
-        def spy(config, train, val, log=None, keep_fits=None):
+        def spy(config, train, val, log=None, **kept):
             if config.seed == stop:
                 raise RuntimeError(f"stopped at seed {stop}")
-            fits.append((config.seed, real_fit(config, train, val, log, keep_fits)))
+            fits.append((config.seed, real_fit(config, train, val, log, **kept)))
             return fits[-1][1]
         return spy
 

@@ -56,9 +56,9 @@ def test_fit_never_sees_test_networks(store, monkeypatch):
     seen = []
     real_fit = protocols.fit
 
-    def spy(config, train, val, log=None, keep_fits=None):
+    def spy(config, train, val, log=None, **kept):
         seen.append((set(train.model_ids), set(val.model_ids)))
-        return real_fit(config, train, val, log, keep_fits)
+        return real_fit(config, train, val, log, **kept)
 
     monkeypatch.setattr(protocols, "fit", spy)
     fits = []
@@ -87,8 +87,8 @@ def test_all_checkpoints_train_on_every_epoch_of_train_networks_only(store, monk
     assert np.isin(final.y.numpy(), every.y.numpy()).all()
     seen = []
     real_fit = protocols.fit
-    monkeypatch.setattr(protocols, "fit", lambda c, tr, va, log=None, keep_fits=None:
-                        seen.append((len(tr), len(va))) or real_fit(c, tr, va, log, keep_fits))
+    monkeypatch.setattr(protocols, "fit", lambda c, tr, va, log=None, **kept:
+                        seen.append((len(tr), len(va))) or real_fit(c, tr, va, log, **kept))
     cfg = TrainConfig(**{**FAST.as_dict(), "train_checkpoints": "all"})
     raw = evaluate("statnn", store, "mnist/arch1", ["mnist/arch1"], seeds=[0], config=cfg)
     # training saw every checkpoint; validation and test stay final checkpoints

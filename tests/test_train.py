@@ -1,5 +1,6 @@
 """The shared training loop: learns, selects on validation only, is seeded, and runs every method."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from sne_core.methods import (METHODS, Method, MethodError, check_method_arch, d
 from sne_core.metrics import kendall_tau
 from sne_core.protocols import load_zoo
 from sne_core.store import ZooStore
-from sne_core.train import EMA, TrainConfig, ZooData, fit, pairwise_rank_loss, predict
+from sne_core.train import EMA, OutOfTime, TrainConfig, ZooData, fit, pairwise_rank_loss, predict
 from test_splits import write_synthetic_zoo
 
 
@@ -291,6 +292,21 @@ def test_an_interrupted_ensemble_resumes_from_its_kept_members(zoo, tmp_path):
     kept.write_bytes(kept.read_bytes()[:-100])
     with pytest.raises(ValueError, match="member0-mlp-seed3.pt: not a readable kept fit"):
         fit(config, train, val, keep_fits=tmp_path)
+
+
+def test_no_fit_starts_after_its_deadline(zoo, tmp_path):
+    """A single fit, or an ensemble's next member, is not started once `deadline` has passed (OutOfTime); the
+    members finished before are kept for the next call (which trains the rest: the test above)."""
+    train, val = zoo
+    with pytest.raises(OutOfTime, match="mlp seed 0: not started"):
+        fit(cfg("mlp"), train, val, deadline=time.time())
+    config = cfg("mlp", epochs=2, lr=1e-2, members=2, seed=3)
+    fit(config, train, val, keep_fits=tmp_path)
+    (tmp_path / "member1-mlp-seed1003.pt").unlink()
+    with pytest.raises(OutOfTime, match="mlp seed 1003: not started"):     # member 0 loads, member 1 may not start
+        fit(config, train, val, keep_fits=tmp_path, deadline=time.time())
+    assert [f.name for f in tmp_path.iterdir()] == ["member0-mlp-seed3.pt"]
+    assert fit(config, train, val, keep_fits=tmp_path, deadline=time.time() + 3600).members[1].epochs_run == 2
 
 
 def test_a_kept_single_fit_is_loaded_not_trained_again(zoo, tmp_path):
