@@ -22,6 +22,7 @@ partition is not retrained and nothing new is logged (set the tracker's `new_run
 import functools
 import hashlib
 import shutil
+from pathlib import Path
 
 from dagster import (AllPartitionMapping, AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult,
                      MetadataValue, asset)
@@ -78,7 +79,7 @@ def predictors(context: AssetExecutionContext, store: StoreResource, profile: Ru
 
 
 def train_partition(context: AssetExecutionContext, partition_key, profile: RunProfile, mlflow: MLflowTracker, *,
-                    zoo_store, fingerprint, device: str, experiment_id: str, work) -> dict:
+                    zoo_store, fingerprint, device: str, experiment_id: str, work: Path) -> dict:
     """Train (or reuse) one (method, training zoo) partition; returns its metadata."""
     from sne_core.methods import defaults_fingerprint
     from sne_core.protocols import evaluate

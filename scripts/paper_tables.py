@@ -269,7 +269,6 @@ def _evaluate_one(job: Job):
                            deadline=job.deadline)
         except OutOfTime:
             return                            # no new seed or ensemble member after the deadline: the next call's
-
         print(f"  {method:9s} trained on {train_zoo:20s} seed {seed} {time.time() - t0:7.1f} s", flush=True)
         write_predictions(rows.with_suffix(".preds.parquet"), predictions_frame(method, train_zoo, preds))
         atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done

@@ -319,12 +319,8 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
         return _fit_ensemble(config, members, [f"member{i}" for i in range(config.members)], train, val, log, t0,
                              keep_fits, deadline)
     if keep_fits is not None and method.is_torch:
-        kept = Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt"
-        if kept.is_file():
-            return load_fit(kept, config)
-        result = fit(config, train, val, log, deadline=deadline)
-        save_fit(kept, result)
-        return result
+        return _fit_or_load(Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt", config, train, val, log,
+                            deadline)[0]
     if deadline is not None and time.time() >= deadline:
         raise OutOfTime(f"{config.method} seed {config.seed}: not started, its deadline has passed")
     torch.manual_seed(config.seed)
@@ -457,14 +453,10 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
     results, loaded_s = [], 0.0
     for name, c in zip(names, configs):
         saved = None if keep is None else Path(keep) / f"{name}-{c.method}-seed{c.seed}.pt"
-        if saved is not None and saved.is_file():
-            results.append(load_fit(saved, c))
-            loaded_s += results[-1].seconds          # its training time, spent by an earlier call
-            continue
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
-        results.append(fit(c, train, val, member_log, deadline=deadline))
-        if saved is not None:
-            save_fit(saved, results[-1])
+        result, loaded = _fit_or_load(saved, c, train, val, member_log, deadline)
+        results.append(result)
+        loaded_s += result.seconds if loaded else 0.0     # its training time, spent by an earlier call
     model = Ensemble([r.model for r in results])
     val_m = summarize(predict(model, val, config.batch_size), val.y.numpy())     # predict moves each batch
     epochs_run = max(r.epochs_run for r in results)
@@ -474,6 +466,17 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
             history[h["epoch"]].update({f"{name}_{k}": x for k, x in h.items() if k != "epoch"})
     return FitResult(model, config, max(r.best_epoch for r in results), epochs_run, val_m, history,
                      time.perf_counter() - t0 + loaded_s, members=results, member_names=names)
+
+
+def _fit_or_load(kept: Path | None, config: TrainConfig, train: ZooData, val: ZooData, log,
+                 deadline: float | None) -> tuple[FitResult, bool]:
+    """(the fit kept at `kept`, True) if there is one, else (a new fit, saved there unless `kept` is None, False)."""
+    if kept is not None and kept.is_file():
+        return load_fit(kept, config), True
+    result = fit(config, train, val, log, deadline=deadline)
+    if kept is not None:
+        save_fit(kept, result)
+    return result, False
 
 
 def save_fit(path: Path, result: FitResult) -> None:
