@@ -16,6 +16,8 @@ method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed
 `<job>.fits/seed<N>/` a seed's finished fits, an ensemble's member by member, until the seed is done).
 `--budget-s S` starts no new zoo unit, seed or ensemble member after S seconds and exits with status 3 when something is left:
 that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
+Ctrl-C (SIGINT, to the process or its group) stops a call at once, mid-zoo-unit or mid-fit: what was finished
+stays, the call's wall time goes to calls.json marked `interrupted`, and it exits with status 130.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
 Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
@@ -133,6 +135,7 @@ SIZES = {
 
 
 INCOMPLETE = 3          # exit status: out of --budget-s with work left; rerun the same command
+INTERRUPTED = 130       # exit status: stopped by SIGINT (128 + 2, as a shell reports it); rerun to resume
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"   # calls.json's started_utc
 
 
@@ -362,16 +365,26 @@ def main(argv=None) -> int:
     from sne_core.methods import get_method
     from sne_core.results import read_predictions, read_raw, write_predictions, write_results
 
-    t0 = time.time()
+    overrides = train_overrides(args)
+    folder = jobs_dir(out, args, size, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0, t_zoos = time.time(), None
+
+    def record_call(**extra) -> list[dict]:
+        total = round(time.time() - t0, 1)
+        return _record_call(folder, {"started_utc": time.strftime(UTC_FORMAT, time.gmtime(t0)),
+                                     "wall_s_zoos": total if t_zoos is None else round(t_zoos, 1),
+                                     "wall_s_total": total, **extra})
+
     deadline = None if args.budget_s is None else t0 + args.budget_s
-    zoos, complete = build_zoos(args, size, deadline)
+    try:
+        zoos, complete = build_zoos(args, size, deadline)
+    except KeyboardInterrupt:
+        return _interrupted(record_call)
     t_zoos = time.time() - t0
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     jobs = max(1, args.jobs if args.jobs is not None else (1 if cuda else (os.cpu_count() or 1)))
     threads = 1 if jobs > 1 else max(1, torch.get_num_threads())
-    overrides = train_overrides(args)
-    folder = jobs_dir(out, args, size, overrides)
-    folder.mkdir(parents=True, exist_ok=True)
     methods = args.methods.split(",")
     # a composite whose parts this run trains anyway is made from their saved predictions, not refitted
     composed = {m for m in methods if get_method(m).parts and set(get_method(m).parts) <= set(methods)}
@@ -389,19 +402,14 @@ def main(argv=None) -> int:
         print(f"jobs: {done} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time" + (f", {kept} of their seeds kept from earlier calls" if kept else "")
               + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
-    if jobs == 1:
-        for j in todo:
-            _evaluate_one(j)
-    elif todo:
-        # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            list(pool.map(_evaluate_one, todo))
+    try:
+        _run_jobs(todo, jobs)
+    except KeyboardInterrupt:
+        return _interrupted(record_call)
     for m, z in work if complete else []:
         if m in composed and z in runs_here and not job_path(folder, m, z).is_file():
             _compose_one(folder, m, z)
-    calls = _record_call(folder, {"started_utc": time.strftime(UTC_FORMAT, time.gmtime(t0)),
-                                                  "wall_s_zoos": round(t_zoos, 1),
-                                                  "wall_s_total": round(time.time() - t0, 1)})
+    calls = record_call()
     finished = [(m, z) for m, z in work if job_path(folder, m, z).is_file()]
     left = [f"{m} on {z}" for m, z in work if (m, z) not in finished]
     if not complete or left:
@@ -430,6 +438,38 @@ def main(argv=None) -> int:
     print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
           f"over {len(calls)} call(s), {meta['wall_s_elapsed']:.0f} s elapsed -> {out}")
     return INCOMPLETE if left else 0
+
+
+def _run_jobs(todo: list[Job], jobs: int) -> None:
+    """Every job, `jobs` at a time in worker processes (in this one when 1)."""
+    if not todo:
+        return
+    if jobs == 1:
+        for j in todo:
+            _evaluate_one(j)
+        return
+    # spawn: the parent may hold CUDA (zoo building), which a forked child cannot use
+    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+    try:
+        list(pool.map(_evaluate_one, todo))
+    except KeyboardInterrupt:
+        # A worker sent no SIGINT of its own (`kill -INT <pid>` rather than Ctrl-C in a terminal) would finish
+        # its whole job first, and a leaving `with` block would even start the queued ones. Nothing is lost by
+        # killing them: finished seeds and ensemble members are on disk, each written atomically.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in mp.active_children():
+            child.kill()     # not terminate(): a worker can inherit an ignored SIGTERM (sne_core.zoo.train_zoo)
+            child.join()
+        raise
+    pool.shutdown()
+
+
+def _interrupted(record_call) -> int:
+    """Ctrl-C: keep the call's wall time (a resumed run's total counts it) and say how to go on."""
+    record_call(interrupted=True)
+    print("interrupted: finished zoo units, seeds and ensemble members are kept; "
+          "run the same command again to resume", flush=True)
+    return INTERRUPTED
 
 
 def _record_call(folder: Path, call: dict) -> list[dict]:

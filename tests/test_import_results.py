@@ -3,11 +3,14 @@ machine) writes a results folder; `sne import-results` checks it and brings it i
 MLflow; a tampered folder is refused before anything is written."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +33,14 @@ from paper_tables import elapsed_s, job_path, predictions_path, seed_path  # noq
 from test_store import refused_byte_flips  # noqa: E402
 
 
+def _paper_tables_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "paper_tables.py"), "--size", "smoke", "--out", str(out),
+            "--data-root", str(ROOT / "data" / "datasets"), "--datasets", "digits,mnist", "--seeds", "2",
+            "--jobs", "1", "--quiet", *extra]
+
+
 def _paper_tables(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "scripts" / "paper_tables.py"), "--size", "smoke", "--out", str(out),
-           "--data-root", str(ROOT / "data" / "datasets"), "--datasets", "digits,mnist", "--seeds", "2",
-           "--jobs", "1", "--quiet", *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(_paper_tables_cmd(out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +98,40 @@ def test_a_job_stopped_between_seeds_goes_on_at_its_next_seed(results, tmp_path)
     assert ens.returncode == 3 and "jobs: 0 of 4 done before this call, 1 to run" in ens.stdout, ens.stderr[-3000:]
     (folder,) = (tmp_path / "ens").glob("jobs-*")
     assert job_path(folder, "statnn", "digits/arch1").is_file() and not list(folder.glob("*.fits"))
+
+
+def test_sigint_stops_the_running_jobs_at_once_and_records_the_call(results, tmp_path):
+    """SIGINT to the parent alone (`kill -INT <pid>` on a background run): its job workers are stopped mid-fit
+    rather than left to finish their jobs, the call's time is kept in calls.json, and the exit status is 130.
+    Two jobs of 2 seeds x 2 members (8 fits); the signal goes when the first fit is on disk."""
+    out, store = tmp_path / "stopped", str(results / "store")
+    proc = subprocess.Popen(_paper_tables_cmd(out, "--store", store, "--methods", "sne", "--jobs", "2", "--members", "2",
+                                              "--train-zoos", "digits/arch1,mnist/arch1"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        t0 = time.time()
+        while not list(out.glob("jobs-*/*.fits/seed*/*.pt")) and proc.poll() is None and time.time() - t0 < 300:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted: finished zoo units, seeds and ensemble members are kept" in stdout
+    (folder,) = out.glob("jobs-*")
+    (call,) = json.loads((folder / "calls.json").read_text())
+    assert call["interrupted"] is True and 0 < call["wall_s_zoos"] <= call["wall_s_total"]
+    assert not all(job_path(folder, "sne", z).is_file() for z in ("digits/arch1", "mnist/arch1"))
+    t0 = time.time()            # no worker of the stopped call is left running (multiprocessing's
+    while time.time() - t0 < 10:  # resource tracker leaves a moment after the parent)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout)
 
 
 def test_partial_cuts_the_tables_of_the_finished_jobs_and_names_the_rest(results, tmp_path):
