@@ -13,9 +13,11 @@ missing, networks (the store) and (method, training zoo) jobs, seed by seed (the
 --out/jobs-<key>/, key = the settings that decide the rows; each job's file is named with its
 method's library defaults, `sne_core.methods.defaults_fingerprint`, so a changed default trains that method again;
 `<job>.seed<N>.csv` holds one finished seed, so a job stopped between seeds goes on at its next, and
-`<job>.fits/seed<N>/` a seed's finished fits, an ensemble's member by member, until the seed is done).
-`--budget-s S` starts no new zoo unit, seed or ensemble member after S seconds and exits with status 3 when something is left:
-that is how a time-limited device call stops cleanly before it is killed; call it again to go on.
+`<job>.fits/seed<N>/` a seed's finished fits, an ensemble's member by member, and the fit in progress after
+each epoch, until the seed is done).
+`--budget-s S` starts no new zoo unit, seed or fit after S seconds, stops a fit in progress at its first epoch end
+past S, and exits with status 3 when something is left: that is how a time-limited device call stops cleanly
+before it is killed; call it again to go on.
 Ctrl-C (SIGINT, to the process or its group) stops a call at once, mid-zoo-unit or mid-fit: what was finished
 stays, the call's wall time goes to calls.json marked `interrupted`, and it exits with status 130.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
@@ -260,7 +262,7 @@ def _evaluate_one(job: Job):
     method, train_zoo, folder = job.method, job.train_zoo, job.folder
     torch.set_num_threads(job.threads)
     config = job.size.train_config(method, job.hyper.get(method), device=job.device, **job.overrides)
-    fits = job_path(folder, method, train_zoo).with_suffix(".fits")   # each seed's finished fits (ensemble members)
+    fits = job_path(folder, method, train_zoo).with_suffix(".fits")   # each seed's fits: finished ones, and progress
     for seed in job.seeds:
         rows = seed_path(folder, method, train_zoo, seed)
         if rows.is_file():
@@ -271,7 +273,7 @@ def _evaluate_one(job: Job):
                            on_fit=lambda s, _result, by_zoo: preds.__setitem__(s, by_zoo), keep_fits=fits,
                            deadline=job.deadline)
         except OutOfTime:
-            return                            # no new seed or ensemble member after the deadline: the next call's
+            return                            # stopped at the deadline, at a fit's epoch end at the latest: the next call's
         print(f"  {method:9s} trained on {train_zoo:20s} seed {seed} {time.time() - t0:7.1f} s", flush=True)
         write_predictions(rows.with_suffix(".preds.parquet"), predictions_frame(method, train_zoo, preds))
         atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done
@@ -322,7 +324,8 @@ def main(argv=None) -> int:
                    help="predictor trainings in parallel processes (default: one per core on CPU, 1 on CUDA; "
                         "on a GPU several processes can share the card, each job being small)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new zoo unit, predictor seed or ensemble member after this many seconds; exit 3 if work is left")
+                   help="start no new zoo unit, predictor seed or fit after this many seconds, and stop a fit in "
+                        "progress at its first epoch end past them (it goes on there next call); exit 3 if work is left")
     p.add_argument("--ema-epochs", type=float, default=None,
                    help="TrainConfig.ema_epochs for every predictor (average its weights over ~N epochs; 0 = raw "
                         "weights; default: TrainConfig's)")

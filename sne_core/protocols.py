@@ -106,9 +106,11 @@ def evaluate(method: str, store, train_zoo, test_zoos: Iterable, seeds: Iterable
     `log(seed, epoch, metrics)` receives the per-epoch training metrics; `on_fit(seed, fit_result,
     predictions)` receives each seed's FitResult and {test_zoo: (model_ids, y_true, y_pred)} (the
     pipeline logs these to MLflow as the checkpoint and the predicted-vs-true scatter). `keep_fits`: a
-    folder where each seed's finished fits are kept (`<keep_fits>/seed<N>/`, see `fit`): a call interrupted at
-    any seed, or within an ensemble, trains on rerun only what it had not finished. `deadline` (a `time.time()`):
-    no fit starts after it; `OutOfTime` is raised instead (before any zoo is read, if it has passed already)."""
+    folder where each seed's finished fits, and the fit in progress after every epoch, are kept
+    (`<keep_fits>/seed<N>/`, see `fit`): a call interrupted at any seed, within an ensemble or within a fit trains
+    on rerun only what it had not finished. `deadline` (a `time.time()`): no fit starts after it, and a kept one
+    stops at its first epoch end past it; `OutOfTime` is raised instead (before any zoo is read, if it has passed
+    already)."""
     import pandas as pd
     if deadline is not None and time.time() >= deadline:
         raise OutOfTime(f"{method} on {zoo_name(train_zoo)}: not started, its deadline has passed")

@@ -299,8 +299,10 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
         keep_fits: str | Path | None = None, deadline: float | None = None) -> FitResult:
     """`keep_fits`: a folder where each finished torch fit is saved (a single predictor, or each member of an
     ensemble or composite as it finishes) and found again, so a call interrupted after it trains only the rest.
-    GBM is not kept: it fits in seconds. `deadline` (a `time.time()`): no fit starts after it, `OutOfTime` is
-    raised instead, so a time-limited caller stops between ensemble members rather than in one."""
+    A fit in progress there also saves its state after every epoch (`<fit>.progress.pt`, gone once the fit is
+    saved): a call killed mid-fit goes on at the next epoch and ends with what an uninterrupted fit returns.
+    GBM is not kept: it fits in seconds. `deadline` (a `time.time()`): no fit starts after it, and with
+    `keep_fits` a fit in progress stops at its first epoch end past it; `OutOfTime` is raised instead."""
     method = get_method(config.method)
     t0 = time.perf_counter()
     if method.parts:                    # a composite: each part trained with its own defaults
@@ -318,16 +320,26 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
         members = [replace(config, members=1, seed=s) for s in seeds]
         return _fit_ensemble(config, members, [f"member{i}" for i in range(config.members)], train, val, log, t0,
                              keep_fits, deadline)
-    if keep_fits is not None and method.is_torch:
-        return _fit_or_load(Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt", config, train, val, log,
-                            deadline)[0]
+    if method.is_torch:
+        kept = None if keep_fits is None else Path(keep_fits) / f"fit-{config.method}-seed{config.seed}.pt"
+        return _fit_or_load(kept, config, train, val, log, deadline)
+    _not_after(deadline, config)
+    torch.manual_seed(config.seed)
+    return _fit_gbm(method, config, train, val, log, t0)
+
+
+def _not_after(deadline: float | None, config: TrainConfig) -> None:
     if deadline is not None and time.time() >= deadline:
         raise OutOfTime(f"{config.method} seed {config.seed}: not started, its deadline has passed")
+
+
+def _fit_torch(config: TrainConfig, train: ZooData, val: ZooData, log, t0: float,
+               progress: Path | None = None, deadline: float | None = None) -> FitResult:
+    """One torch predictor, epoch by epoch. With `progress`, the loop's whole state is saved there after every
+    epoch and a saved state is resumed from; `deadline` then stops it at an epoch end (`OutOfTime`)."""
+    method = get_method(config.method)
     torch.manual_seed(config.seed)
     archs = [g.arch for g in train.groups]
-    if not method.is_torch:
-        return _fit_gbm(method, config, train, val, log, t0)
-
     device = resolve_device(config.device)
     model = method.build(archs, config.hyper).to(device)
     bf16 = _use_bf16(device, config.amp)
@@ -354,10 +366,28 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
     ema = EMA(model, 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)) if ema_epochs > 0 else None
 
     history, best_tau, best_epoch, best_state, best_val, stale = [], -math.inf, -1, None, {}, 0
+    heads, first_epoch = (aux_head, tensor_head), 0
+    if progress is not None and progress.is_file():      # a fit an earlier call began: go on where it stopped
+        state = _load_progress(progress, config)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        for head, saved in zip(heads, state["heads"]):
+            if head is not None:
+                head.load_state_dict(saved)
+        if sched is not None:
+            sched.load_state_dict(state["sched"])
+        if ema is not None:
+            ema.avg = {k: t.to(device) for k, t in state["ema"].items()}
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        history, best_tau, best_epoch, best_state, best_val, stale = state["record"]
+        best_state = {k: t.to(device) for k, t in best_state.items()}
+        first_epoch, t0 = state["epoch"] + 1, t0 - state["seconds"]     # seconds: the earlier calls' too
     zero = torch.zeros((), device=device)            # the loss terms a config leaves off
-    for epoch in range(config.epochs):
+    epoch = first_epoch - 1                          # what epochs_run counts if no epoch is left to run
+    for epoch in range(first_epoch, config.epochs):
         model.train()
-        for head in (aux_head, tensor_head):
+        for head in heads:
             if head is not None:
                 head.train()
         sums = torch.zeros(7, device=device)   # loss, bce, rank, penalty, aux, stats, tensor_stats summed over networks
@@ -410,6 +440,17 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
             model.load_state_dict(live)         # back to the raw weights to go on training
         if stale >= config.patience:
             break
+        if progress is not None:        # everything the next epoch depends on, so a resumed fit is exact
+            _save_atomically(progress, {
+                "config": config.as_dict(), "epoch": epoch, "seconds": time.perf_counter() - t0,
+                "model": model.state_dict(), "opt": opt.state_dict(),
+                "heads": [None if h is None else h.state_dict() for h in heads],
+                "sched": None if sched is None else sched.state_dict(), "ema": None if ema is None else ema.avg,
+                "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                "record": (history, best_tau, best_epoch, best_state, best_val, stale)})
+            if deadline is not None and time.time() >= deadline and epoch + 1 < config.epochs:
+                raise OutOfTime(f"{config.method} seed {config.seed}: stopped after epoch {epoch}, its deadline has "
+                                f"passed; the next call goes on from {progress}")
     model.load_state_dict(best_state)
     return FitResult(model, config, best_epoch, epoch + 1, best_val, history, time.perf_counter() - t0)
 
@@ -448,15 +489,16 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
                   val: ZooData, log, t0, keep: str | Path | None = None, deadline: float | None = None) -> FitResult:
     """Fit one predictor per config, one after another, into an `Ensemble`. Each one's per-epoch
     metrics go to `log` and `history` under the prefix `<name>_`; the validation metrics returned
-    are the ensemble's own. With `keep`, each member is saved there as it finishes and a saved one is
-    loaded instead of refitted: an SNE member at 800 networks is ~20-35 min on one CPU core."""
-    results, loaded_s = [], 0.0
+    are the ensemble's own. With `keep`, each member is saved there as it finishes (its progress after every
+    epoch) and a saved one is loaded instead of refitted: an SNE member at 800 networks is ~20-35 min on one
+    CPU core."""
+    results, earlier_s = [], 0.0
     for name, c in zip(names, configs):
         saved = None if keep is None else Path(keep) / f"{name}-{c.method}-seed{c.seed}.pt"
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
-        result, loaded = _fit_or_load(saved, c, train, val, member_log, deadline)
-        results.append(result)
-        loaded_s += result.seconds if loaded else 0.0     # its training time, spent by an earlier call
+        t = time.perf_counter()
+        results.append(_fit_or_load(saved, c, train, val, member_log, deadline))
+        earlier_s += results[-1].seconds - (time.perf_counter() - t)    # its training time spent by earlier calls
     model = Ensemble([r.model for r in results])
     val_m = summarize(predict(model, val, config.batch_size), val.y.numpy())     # predict moves each batch
     epochs_run = max(r.epochs_run for r in results)
@@ -465,27 +507,48 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
         for h in r.history:
             history[h["epoch"]].update({f"{name}_{k}": x for k, x in h.items() if k != "epoch"})
     return FitResult(model, config, max(r.best_epoch for r in results), epochs_run, val_m, history,
-                     time.perf_counter() - t0 + loaded_s, members=results, member_names=names)
+                     time.perf_counter() - t0 + earlier_s, members=results, member_names=names)
 
 
 def _fit_or_load(kept: Path | None, config: TrainConfig, train: ZooData, val: ZooData, log,
-                 deadline: float | None) -> tuple[FitResult, bool]:
-    """(the fit kept at `kept`, True) if there is one, else (a new fit, saved there unless `kept` is None, False)."""
+                 deadline: float | None) -> FitResult:
+    """The fit kept at `kept` if there is one, else a new fit, saved there unless `kept` is None. `config` is
+    a torch predictor's (a single fit or one member); its progress is saved beside `kept` as it trains."""
     if kept is not None and kept.is_file():
-        return load_fit(kept, config), True
-    result = fit(config, train, val, log, deadline=deadline)
+        return load_fit(kept, config)
+    _not_after(deadline, config)        # a begun fit too: past the deadline, not even one more epoch
+    progress = None if kept is None else kept.with_suffix(".progress.pt")
+    result = _fit_torch(config, train, val, log, time.perf_counter(), progress, deadline)
     if kept is not None:
         save_fit(kept, result)
-    return result, False
+        progress.unlink(missing_ok=True)
+    return result
 
 
 def save_fit(path: Path, result: FitResult) -> None:
     """One finished fit (its model and record), written atomically."""
+    _save_atomically(path, result)
+
+
+def _save_atomically(path: Path, obj) -> None:
     from pyarrow.fs import LocalFileSystem
     from sne_core.store_io import atomic_write_bytes
     buf = io.BytesIO()
-    torch.save(result, buf)
+    torch.save(obj, buf)
     atomic_write_bytes(LocalFileSystem(), str(Path(path).resolve()), buf.getbuffer())
+
+
+def _load_progress(path: Path, config: TrainConfig) -> dict:
+    """A fit's state at an epoch end, saved by `_fit_torch`; refused, naming the file, if unreadable or saved under another config."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)    # our own file
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable fit in progress ({type(e).__name__}: {e}); "
+                         "delete it to train that fit from its start") from None
+    if not isinstance(state, dict) or state.get("config") != config.as_dict():
+        raise ValueError(f"{path}: field 'config' is not this fit's TrainConfig ({config.as_dict()}); "
+                         "delete it to train that fit from its start")
+    return state
 
 
 def load_fit(path: Path, config: TrainConfig) -> FitResult:

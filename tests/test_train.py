@@ -327,6 +327,49 @@ def test_a_kept_single_fit_is_loaded_not_trained_again(zoo, tmp_path):
 SMALL_SNE = {"hidden": 16, "heads": 2, "head_widths": [16]}
 
 
+class Killed(Exception):
+    """Stands for a process killed mid-fit: raised from the epoch log, after that epoch was trained."""
+
+
+def test_a_fit_stopped_mid_way_goes_on_at_its_next_epoch_and_ends_as_an_uninterrupted_one(zoo, tmp_path):
+    """A kept fit saves its whole state after every epoch: stopped by its deadline after epoch 0, then killed
+    during epoch 2, the third call trains epochs 2-3 only and returns exactly the uninterrupted fit (SNE with
+    every piece of state: weight average, statistics heads, ranking loss, cosine schedule, sampled permutations).
+    A damaged progress file is refused by name, not quietly trained from the start."""
+    train, val = zoo
+    config = cfg("sne", epochs=4, lr=1e-2, seed=4, rank_weight=0.3, lr_schedule="cosine",
+                 hyper=SMALL_SNE | {"statistics_branch": True})
+    whole = fit(config, train, val)
+    progress = tmp_path / "fit-sne-seed4.progress.pt"
+
+    def stopped(log, exc=Killed, **kw) -> None:
+        with pytest.raises(exc):
+            fit(config, train, val, log=log, keep_fits=tmp_path, **kw)
+
+    deadline = time.time() + 1.0                  # passes while epoch 0 is logged: the fit stops at its end
+    stopped(lambda e, m: time.sleep(max(0.0, deadline - time.time())), OutOfTime, deadline=deadline)
+    assert [f.name for f in tmp_path.iterdir()] == [progress.name]
+    logged = []
+
+    def killed_in_epoch_2(e, m):
+        logged.append(e)
+        if e == 2:
+            raise Killed
+    stopped(killed_in_epoch_2)
+    assert logged == [1, 2]                       # epoch 0 came from the progress file
+    saved = progress.read_bytes()
+    logged = []
+    resumed = fit(config, train, val, log=lambda e, m: logged.append(e), keep_fits=tmp_path)
+    assert logged == [2, 3]                       # the killed epoch 2 is trained again, from epoch 1's state
+    assert [f.name for f in tmp_path.iterdir()] == ["fit-sne-seed4.pt"]      # the progress went with the fit
+    np.testing.assert_array_equal(predict(resumed.model, val), predict(whole.model, val))
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch and resumed.seconds > 0
+    (tmp_path / "fit-sne-seed4.pt").unlink()
+    progress.write_bytes(saved[:-100])
+    with pytest.raises(ValueError, match="fit-sne-seed4.progress.pt: not a readable fit in progress"):
+        fit(config, train, val, keep_fits=tmp_path)
+
+
 def test_composite_method_is_the_mean_logit_of_its_parts_each_with_its_own_defaults(zoo):
     train, val = zoo
     both = fit(cfg("sne_statnn", epochs=2, hyper={"sne": SMALL_SNE}), train, val)
