@@ -18,8 +18,9 @@ each epoch, until the seed is done).
 `--budget-s S` starts no new zoo unit, seed or fit after S seconds, stops a fit in progress at its first epoch end
 past S, and exits with status 3 when something is left: that is how a time-limited device call stops cleanly
 before it is killed; call it again to go on.
-Ctrl-C (SIGINT, to the process or its group) stops a call at once, mid-zoo-unit or mid-fit: what was finished
-stays, the call's wall time goes to calls.json marked `interrupted`, and it exits with status 130.
+Ctrl-C or `kill` (SIGINT or SIGTERM, to the process or its group) stops a call at once, mid-zoo-unit or mid-fit:
+what was finished stays (a fit's last finished epoch too), the call's wall time goes to calls.json marked
+`interrupted`, and it exits with status 130.
 `--partial` writes the tables of the finished jobs when some are left (run.json names the rest).
 Outputs in --out:
 in_distribution.csv, cross_dataset.csv, cross_architecture.csv (the columns of docs/results/),
@@ -38,6 +39,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -137,7 +139,7 @@ SIZES = {
 
 
 INCOMPLETE = 3          # exit status: out of --budget-s with work left; rerun the same command
-INTERRUPTED = 130       # exit status: stopped by SIGINT (128 + 2, as a shell reports it); rerun to resume
+INTERRUPTED = 130       # exit status: stopped by SIGINT or SIGTERM (128 + SIGINT, as after Ctrl-C); rerun to resume
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"   # calls.json's started_utc
 
 
@@ -356,6 +358,10 @@ def main(argv=None) -> int:
     if args.max_train is not None and args.max_train < 1:
         p.error(f"--max-train must be at least 1, got {args.max_train}")
     check_method_train(p, args.method_train)
+    # SIGTERM (`kill`, a scheduler's stop) as Ctrl-C: the workers are stopped and the call recorded, rather than
+    # this process dying alone and its workers training on. (An inherited ignored SIGINT, as `cmd &` in a script
+    # sets, is left ignored: that is the launcher's choice.)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args.datasets, args.archs = args.datasets.split(","), args.archs.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -456,9 +462,9 @@ def _run_jobs(todo: list[Job], jobs: int) -> None:
     try:
         list(pool.map(_evaluate_one, todo))
     except KeyboardInterrupt:
-        # A worker sent no SIGINT of its own (`kill -INT <pid>` rather than Ctrl-C in a terminal) would finish
-        # its whole job first, and a leaving `with` block would even start the queued ones. Nothing is lost by
-        # killing them: finished seeds and ensemble members are on disk, each written atomically.
+        # A worker not signalled itself (`kill <pid>` of this process rather than Ctrl-C in a terminal) would finish
+        # its whole job first, and a leaving `with` block would even start the queued ones. Little is lost by
+        # killing them: finished seeds and fits, and a fit's finished epochs, are on disk, each written atomically.
         pool.shutdown(wait=False, cancel_futures=True)
         for child in mp.active_children():
             child.kill()     # not terminate(): a worker can inherit an ignored SIGTERM (sne_core.zoo.train_zoo)

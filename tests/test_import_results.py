@@ -100,10 +100,11 @@ def test_a_job_stopped_between_seeds_goes_on_at_its_next_seed(results, tmp_path)
     assert job_path(folder, "statnn", "digits/arch1").is_file() and not list(folder.glob("*.fits"))
 
 
-def test_sigint_stops_the_running_jobs_at_once_and_records_the_call(results, tmp_path):
-    """SIGINT to the parent alone (`kill -INT <pid>` on a background run): its job workers are stopped mid-fit
-    rather than left to finish their jobs, the call's time is kept in calls.json, and the exit status is 130.
-    Two jobs of 2 seeds x 2 members (8 fits); the signal goes when the first fit is on disk."""
+def test_kill_stops_the_running_jobs_at_once_and_records_the_call(results, tmp_path):
+    """SIGTERM to the parent alone (`kill <pid>` on a background run; handled as Ctrl-C): its job workers are
+    stopped mid-fit rather than left to finish their jobs, the call's time is kept in calls.json, and the exit
+    status is 130. Two jobs of 2 seeds x 2 members (8 fits); the signal goes when the first epoch is on disk.
+    (SIGTERM, not SIGINT: a test run launched with `&` from a script inherits an ignored SIGINT.)"""
     out, store = tmp_path / "stopped", str(results / "store")
     proc = subprocess.Popen(_paper_tables_cmd(out, "--store", store, "--methods", "sne", "--jobs", "2", "--members", "2",
                                               "--train-zoos", "digits/arch1,mnist/arch1"),
@@ -113,7 +114,7 @@ def test_sigint_stops_the_running_jobs_at_once_and_records_the_call(results, tmp
         while not list(out.glob("jobs-*/*.fits/seed*/*.pt")) and proc.poll() is None and time.time() - t0 < 300:
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
