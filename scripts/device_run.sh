@@ -4,7 +4,7 @@
 # It unpacks the carried data and wheel, measures the card once (bench/: zoo trainer and SNE
 # encoder, 2 minutes at most each), then runs or resumes `paper_tables.py --size $SIZE` (default
 # full) with --budget-s set so that no new work starts after $LIMIT s into the call (default 420;
-# the call's limit is 600 s and the last job or zoo unit runs past it), and
+# the call's limit is 600 s; the last zoo unit, or a fit up to its next epoch end, runs past it), and
 # $JOBS predictor jobs at a time (default 4; JOBS=1 if processes sharing the card misbehave).
 # Exit 3 = out of budget with work left: call again at once. While the machine stays warm it
 # keeps results/ (git-ignored), the zoos built so far and every finished predictor job; a fresh
