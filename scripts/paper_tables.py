@@ -474,9 +474,9 @@ def _run_jobs(todo: list[Job], jobs: int) -> None:
 
 
 def _interrupted(record_call) -> int:
-    """Ctrl-C: keep the call's wall time (a resumed run's total counts it) and say how to go on."""
+    """Ctrl-C or SIGTERM: keep the call's wall time (a resumed run's total counts it) and say how to go on."""
     record_call(interrupted=True)
-    print("interrupted: finished zoo units, seeds and ensemble members are kept; "
+    print("interrupted: finished zoo units, seeds, fits and a fit's finished epochs are kept; "
           "run the same command again to resume", flush=True)
     return INTERRUPTED
 

@@ -119,7 +119,7 @@ def test_kill_stops_the_running_jobs_at_once_and_records_the_call(results, tmp_p
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
-    assert "interrupted: finished zoo units, seeds and ensemble members are kept" in stdout
+    assert "interrupted: finished zoo units, seeds, fits and a fit's finished epochs are kept" in stdout
     (folder,) = out.glob("jobs-*")
     (call,) = json.loads((folder / "calls.json").read_text())
     assert call["interrupted"] is True and 0 < call["wall_s_zoos"] <= call["wall_s_total"]
