@@ -540,30 +540,29 @@ def _save_atomically(path: Path, obj) -> None:
 
 def _load_progress(path: Path, config: TrainConfig) -> dict:
     """A fit's state at an epoch end, saved by `_fit_torch`; refused, naming the file, if unreadable or saved under another config."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)    # our own file
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable fit in progress ({type(e).__name__}: {e}); "
-                         "delete it to train that fit from its start") from None
-    if not isinstance(state, dict) or state.get("config") != config.as_dict():
-        raise ValueError(f"{path}: field 'config' is not this fit's TrainConfig ({config.as_dict()}); "
-                         "delete it to train that fit from its start")
-    return state
+    return _load_own(path, config, "fit in progress", lambda s: isinstance(s, dict) and s.get("config"),
+                     "train that fit from its start")
 
 
 def load_fit(path: Path, config: TrainConfig) -> FitResult:
     """A fit saved by `save_fit`; refused, naming the file, if unreadable or trained under another config.
     Its `seconds` are the time its training took then."""
-    try:
-        result = torch.load(path, map_location="cpu", weights_only=False)   # our own file: a pickled FitResult
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable kept fit ({type(e).__name__}: {e}); "
-                         "delete it to train that fit again") from None
-    if not isinstance(result, FitResult) or result.config.as_dict() != config.as_dict():
-        raise ValueError(f"{path}: field 'config' is not this fit's TrainConfig ({config.as_dict()}); "
-                         "delete it to train that fit again")
+    result = _load_own(path, config, "kept fit", lambda r: isinstance(r, FitResult) and r.config.as_dict(),
+                       "train that fit again")
     result.model.to(resolve_device(config.device))
     return result
+
+
+def _load_own(path: Path, config: TrainConfig, what: str, saved_config, remedy: str):
+    """One of our own pickled files; refused, naming it, if unreadable or if `saved_config(obj)` is not `config`."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {e}); delete it to {remedy}") from None
+    if saved_config(obj) != config.as_dict():
+        raise ValueError(f"{path}: field 'config' is not this fit's TrainConfig ({config.as_dict()}); "
+                         f"delete it to {remedy}")
+    return obj
 
 
 def _fit_gbm(method, config, train: ZooData, val: ZooData, log, t0) -> FitResult:
