@@ -11,8 +11,10 @@ store as `predictions/method=<m>/train_zoo=<dataset>-<arch>.parquet`; the result
 them, so no predictor is trained twice for three tables.
 
 Resumable: each finished fit (one per seed, or per ensemble member) is saved under the store resource's local
-`work_dir` as `predictors/<method>-<key>/seed<N>/` until the partition's rows are written, so a retry of an
-interrupted partition trains only what it had not finished (and then logs every seed to MLflow).
+`work_dir` as `predictors/<method>/<dataset>-<arch>/<key>/seed<N>/` until the partition's rows are written, so a
+retry of an interrupted partition trains only what it had not finished (and then logs every seed to MLflow).
+Writing the rows removes the partition's whole folder, the fits of settings given up on (other keys) too: a fit
+is kept to finish an interrupted run, and once the partition has rows the run it belonged to is not resumed.
 
 Idempotent: the rows carry a content key (method, training config, the library's defaults for the
 method, zoo fingerprints). When the stored rows have the same key and their MLflow runs exist, the
@@ -111,7 +113,8 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
         context.log.info(f"{method} @ {train_zoo}: stored rows and MLflow runs match key {key}; not retrained")
         return _metadata(old, path, key, reused=True)
 
-    fits, kept = {}, work / f"{method}-{key}"       # the key names every setting, so no stale fit is found
+    partition_work = work / method / f"{dataset}-{arch}"
+    fits, kept = {}, partition_work / key           # the key names every setting, so no stale fit is found
     raw = evaluate(method, zoo_store, train_zoo, targets, profile.seeds(), config, profile.split_seed,
                    on_fit=lambda seed, result, preds: fits.__setitem__(seed, (result, preds)), keep_fits=kept)
     raw["key"] = key
@@ -127,7 +130,7 @@ def train_partition(context: AssetExecutionContext, partition_key, profile: RunP
                          f"val tau {result.val.get('tau', float('nan')):.3f}, "
                          f"test tau {float(own['tau'].iloc[0]) if len(own) else float('nan'):.3f} (run {run_id})")
     zoo_store.write_frame(path, raw, metadata={"key": key, "method": method, "train_zoo": train_zoo})
-    shutil.rmtree(kept, ignore_errors=True)          # in the rows and MLflow now
+    shutil.rmtree(partition_work, ignore_errors=True)    # in the rows and MLflow now; other keys' fits are stale
     return _metadata(raw, path, key, reused=False)
 
 

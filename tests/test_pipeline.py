@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -176,7 +177,8 @@ def test_new_runs_only_when_asked(smoke):
 
 def test_an_interrupted_partition_resumes_at_the_fit_it_had_not_finished(smoke, monkeypatch):
     """A predictor run stopped at its second seed: the retry loads the first seed's kept fit instead of training
-    it again, trains the rest, logs every seed to MLflow, and leaves no kept fit behind."""
+    it again, trains the rest, logs every seed to MLflow, and leaves no kept fit of the partition behind, not even
+    one of settings given up on; another partition's kept fits stay."""
     from sne_core import protocols
     tmp, instance, seeds = smoke["tmp"], smoke["instance"], smoke["profile"].seeds()
     tracker = MLflowTracker(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=(tmp / "artifacts").as_uri(),
@@ -195,8 +197,11 @@ def test_an_interrupted_partition_resumes_at_the_fit_it_had_not_finished(smoke, 
 
     monkeypatch.setattr(protocols, "fit", fit_until_seed(1))
     assert not job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False).success
-    (kept,) = (tmp / "work" / "predictors").glob("sne-*")
+    (kept,) = (tmp / "work" / "predictors" / "sne" / "digits-arch1").iterdir()
     assert [p.relative_to(kept).as_posix() for p in kept.rglob("*.pt")] == ["seed0/fit-sne-seed0.pt"]
+    stale, other = kept.with_name("0ld5e771n65"), tmp / "work" / "predictors" / "sne" / "mnist-arch1" / "0ld5e771n65"
+    for folder in (stale, other):      # an earlier setting's fit of this partition, an unfinished other partition
+        shutil.copytree(kept, folder)
     first, runs = fits.pop()[1], len(_runs(tracker))
     monkeypatch.setattr(protocols, "fit", fit_until_seed(None))
     assert job.execute_in_process(partition_key=partition, instance=instance).success
@@ -206,7 +211,8 @@ def test_an_interrupted_partition_resumes_at_the_fit_it_had_not_finished(smoke, 
     assert pd.DataFrame(again[0].history).equals(pd.DataFrame(first.history))   # (equals: NaN tau where ties)
     rows = smoke["store"].read_frame(predictions_path("sne", "digits", "arch1"))
     assert set(rows.loc[rows["seed"] == 0, "fit_seconds"]) == {first.seconds}
-    assert len(_runs(tracker)) == runs + len(seeds) and not kept.exists()
+    assert len(_runs(tracker)) == runs + len(seeds)
+    assert not kept.parent.exists() and (other / "seed0" / "fit-sne-seed0.pt").is_file()
 
 
 # ---------------------------------------------------------------- checks on broken zoos
