@@ -413,11 +413,11 @@ def main(argv=None) -> int:
               + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
     try:
         _run_jobs(todo, jobs)
+        for m, z in work if complete else []:
+            if m in composed and z in runs_here and not job_path(folder, m, z).is_file():
+                _compose_one(folder, m, z)
     except KeyboardInterrupt:
         return _interrupted(record_call)
-    for m, z in work if complete else []:
-        if m in composed and z in runs_here and not job_path(folder, m, z).is_file():
-            _compose_one(folder, m, z)
     calls = record_call()
     finished = [(m, z) for m, z in work if job_path(folder, m, z).is_file()]
     left = [f"{m} on {z}" for m, z in work if (m, z) not in finished]
@@ -440,9 +440,16 @@ def main(argv=None) -> int:
             "wall_s_elapsed": elapsed_s(calls), "calls": calls,
             "predictions_jobs": f"{len(saved)} of {len(work)}", "jobs_missing": left,
             "command": " ".join([sys.executable, *sys.argv])}
-    write_results(out, raw, meta)
-    if saved:    # what the jobs saved, in one file beside the tables
-        write_predictions(out / "predictions.parquet", pd.concat(map(read_predictions, saved), ignore_index=True))
+    try:
+        write_results(out, raw, meta)
+        if saved:    # what the jobs saved, in one file beside the tables
+            write_predictions(out / "predictions.parquet", pd.concat(map(read_predictions, saved), ignore_index=True))
+    except KeyboardInterrupt:
+        # the call is recorded and its jobs are on disk; each file is written whole, but the folder may now mix
+        # this call's files with an earlier call's, which the next call rewrites
+        print(f"interrupted while writing the tables in {out}: every job is kept; run the same command again "
+              "to write them", flush=True)
+        return INTERRUPTED
     print((out / "tables.md").read_text())
     print(f"wall time: zoos {meta['wall_s_zoos']:.0f} s, total {meta['wall_s_total']:.0f} s "
           f"over {len(calls)} call(s), {meta['wall_s_elapsed']:.0f} s elapsed -> {out}")

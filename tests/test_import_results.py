@@ -135,6 +135,37 @@ def test_kill_stops_the_running_jobs_at_once_and_records_the_call(results, tmp_p
         pytest.fail(subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout)
 
 
+@pytest.mark.parametrize("stage", ["compose", "tables"])
+def test_an_interrupt_after_the_jobs_is_caught_too(results, tmp_path, monkeypatch, stage):
+    """Ctrl-C while a composite is composed, or while the tables are written: exit status 130 with what to do,
+    the call recorded once, and the next call ends the run (in this process: nothing is trained, every job is
+    done)."""
+    import paper_tables
+    import sne_core.results
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    run = tmp_path / "run"
+    shutil.copytree(results, run)
+    (run / "tables.md").unlink()
+    argv = _paper_tables_cmd(run, "--store", str(run / "store"), "--methods", "statnn,sne,sne_statnn")[2:]
+    sigterm = signal.getsignal(signal.SIGTERM)               # main() handles SIGTERM as Ctrl-C: not in pytest after
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(*((paper_tables, "_compose_one") if stage == "compose" else (sne_core.results, "write_results")),
+                          stop)
+            assert paper_tables.main(argv) == paper_tables.INTERRUPTED
+            (folder,) = run.glob("jobs-*")
+            calls = json.loads((folder / "calls.json").read_text())
+            assert len(calls) == len(json.loads((results / next(results.glob("jobs-*")).name / "calls.json").read_text())) + 1
+            assert calls[-1].get("interrupted", False) is (stage == "compose")
+            assert not (run / "tables.md").exists()
+        assert paper_tables.main(argv) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert "sne_statnn" in (run / "tables.md").read_text()
+
+
 def test_partial_cuts_the_tables_of_the_finished_jobs_and_names_the_rest(results, tmp_path):
     """--partial with jobs left: tables of the finished jobs only, the rest named in run.json, status still 3."""
     out, store = tmp_path / "partial", str(results / "store")
