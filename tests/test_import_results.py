@@ -157,7 +157,7 @@ def test_an_interrupt_after_the_jobs_is_caught_too(results, tmp_path, monkeypatc
             assert paper_tables.main(argv) == paper_tables.INTERRUPTED
             (folder,) = run.glob("jobs-*")
             calls = json.loads((folder / "calls.json").read_text())
-            assert len(calls) == len(json.loads((results / next(results.glob("jobs-*")).name / "calls.json").read_text())) + 1
+            assert len(calls) == len(json.loads((next(results.glob("jobs-*")) / "calls.json").read_text())) + 1
             assert calls[-1].get("interrupted", False) is (stage == "compose")
             assert not (run / "tables.md").exists()
         assert paper_tables.main(argv) == 0
