@@ -12,8 +12,9 @@ Pipelined, because a device call is short: the zoos are built one after another 
 soon as one is complete its fits start in a pool of worker processes (spawned: this process holds CUDA)
 beside the next build. Each fit is `learning_curve.py`'s (method, size, seed) fit at `--size cpu-large`
 on the whole training split, scored on the zoo's test split. Every finished fit is appended at once to
---out/rows.csv, and a rerun skips the fits found there and resumes unfinished zoos from the store, so a
-call cut short loses only the fits in flight. --budget-s: no new zoo unit after it, and at it the fits
+--out/rows.csv, and a rerun skips the fits found there and resumes unfinished zoos from the store; the fits
+in flight save their state after every epoch under --out/fits, so a call cut short loses at most an epoch
+of each. --budget-s: no new zoo unit after it, and at it the fits
 still running are stopped (exit 3: call again to go on). Prints mean ± std test tau per (zoo, method).
 """
 from __future__ import annotations
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
         for m, seeds in methods:
             for s in range(seeds):
                 if (zoo, m, s) not in done:
-                    job = (m, n_train, s, store, zoo, args.size, 1, {}, 1, {"device": args.device})
+                    keep = str(out / "fits" / f"{zoo.replace('/', '_')}-{m}-n{n_train}-seed{s}")   # resumes at an epoch end
+                    job = (m, n_train, s, store, zoo, args.size, 1, {}, 1, {"device": args.device}, keep)
                     pending.append(pool.apply_async(_fit_one, (job,), callback=record, error_callback=report))
     pool.close()
     for r in pending:                            # wait, but not past the budget, nor after a failure

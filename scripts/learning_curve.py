@@ -12,7 +12,10 @@ of `paper_tables.py --size` (default: cpu). Library only, like paper_tables.py.
 Why it exists: every method's in-distribution tau on the 200-network CPU zoos is far below the
 published numbers, and this is the measurement that says whether zoo size is what holds them back
 (docs/RESULTS.md, "What moves tau"). Prints one row per (method, size) and writes curve.csv
-(one row per method, size and seed) to --out when given. Each row also splits the test tau into
+(one row per method, size and seed) to --out when given, one fit at a time: a curve that is stopped
+keeps its finished fits, and the same command again trains only the missing ones (curve.json beside
+it holds the settings, and a call with other settings is refused); the fits themselves are kept in
+--out/fits, so a fit stopped mid-way goes on at its last finished epoch. Each row also splits the test tau into
 its parts within the collapsed networks (test accuracy < 0.2), within the learned ones and across
 the two (`tau_below`, `tau_above`, `tau_across`: `sne_core.metrics.tau_by_region`), and scores the returned
 model on its own training networks (`train_tau`, `train_tau_above`): whether it under- or overfits.
@@ -23,13 +26,15 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
 
 from paper_tables import SIZES   # scripts/ is on sys.path when this file runs as a script
+from sne_core.results import atomic_write_text
 
 REGIONS = ("below", "above", "across")   # the parts of tau kept per fit, see _fit_one
+KEY = ["method", "n_train", "seed"]        # one fit of the curve
 
 
 def subsample(data, n: int, seed: int):
@@ -48,13 +53,13 @@ def _fit_one(job) -> dict:
     from sne_core.protocols import load_zoo
     from sne_core.store import ZooStore
     from sne_core.train import fit, predict
-    method, n, seed, store_root, zoo, size_name, threads, hyper, members, train_over = job
+    method, n, seed, store_root, zoo, size_name, threads, hyper, members, train_over, keep = job
     torch.set_num_threads(threads)
     size, store = SIZES[size_name], ZooStore(store_root)
     train = subsample(load_zoo(store, zoo, "train"), n, seed)
     val, test = load_zoo(store, zoo, "val"), load_zoo(store, zoo, "test")
     config = replace(size.train_config(method, hyper.get(method), seed=seed, members=members), **train_over)
-    result = fit(config, train, val)
+    result = fit(config, train, val, keep_fits=keep)   # keep: a stopped fit goes on at its last epoch end
 
     def scores(model, prefix: str = "", data=test) -> dict:
         # tau-a within the collapsed and the learned networks and across them (metrics.tau_by_region)
@@ -78,6 +83,40 @@ def _fit_one(job) -> dict:
           + "".join(f" {k}={v:.3f}" for k, v in alone.items() if k.endswith(("_tau", "_above"))), flush=True)
     return {"method": method, "zoo": zoo, "n_train": n, "seed": seed, "members": members, **metrics, **alone,
             "val_tau": result.val.get("tau"), "n_val": len(val), "n_test": len(test), "fit_seconds": result.seconds}
+
+
+def settings(args) -> dict:
+    """What a curve's rows depend on besides (method, size, seed): a resumed curve must share them."""
+    return {"store": str(Path(args.store).resolve()), "zoo": args.zoo, "size": args.size, "hyper": args.hyper,
+            "members": args.members, "train": args.train}
+
+
+def finished_fits(out: Path, current: dict):
+    """The rows of an earlier call into `out` (none on a new folder); refuses a folder of other settings."""
+    import pandas as pd
+    out.mkdir(parents=True, exist_ok=True)
+    meta, curve = out / "curve.json", out / "curve.csv"
+    if not meta.exists():
+        if curve.exists():
+            raise SystemExit(f"learning_curve: {curve} has no {meta.name} beside it, so its settings are unknown; "
+                             "use another --out")
+        atomic_write_text(meta, json.dumps(current, indent=1, sort_keys=True))
+        return pd.DataFrame(columns=KEY)
+    try:
+        earlier = json.loads(meta.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"learning_curve: {meta} is not JSON ({e})") from None
+    for field, value in current.items():
+        if earlier.get(field) != value:
+            raise SystemExit(f"learning_curve: {meta}: field '{field}' is {earlier.get(field)!r} there but "
+                             f"{value!r} in this call; use the same settings or another --out")
+    if not curve.exists():
+        return pd.DataFrame(columns=KEY)
+    rows = pd.read_csv(curve)
+    missing = [c for c in KEY + ["tau"] if c not in rows.columns]
+    if missing:
+        raise SystemExit(f"learning_curve: {curve} lacks column(s) {missing}; expected one row per {KEY} with its tau")
+    return rows
 
 
 def main(argv=None) -> int:
@@ -107,16 +146,24 @@ def main(argv=None) -> int:
                          f"got {args.train!r}")
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    out = Path(args.out) if args.out else None
+    done = finished_fits(out, settings(args)) if out else pd.DataFrame(columns=KEY)
+    kept = set(map(tuple, done[KEY].itertuples(index=False)))
     # largest first: the long SNE fits start early and the small ones fill the gaps at the end
-    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members, args.train)
+    jobs = [(m, n, s, args.store, args.zoo, args.size, 1, args.hyper, args.members, args.train,
+             out and str(out / "fits" / f"{m}-n{n}-seed{s}"))
             for n in reversed(sizes) for m in args.methods.split(",")
-            for s in range(args.first_seed, args.first_seed + args.seeds)]
-    t0 = time.time()
+            for s in range(args.first_seed, args.first_seed + args.seeds) if (m, n, s) not in kept]
+    if kept:
+        print(f"{len(kept)} fits kept from {out / 'curve.csv'}, {len(jobs)} to train", flush=True)
+    t0, rows = time.time(), done.to_dict("records")
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
-        rows = pd.DataFrame(list(pool.map(_fit_one, jobs)))
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        rows.to_csv(Path(args.out) / "curve.csv", index=False)
+        for future in as_completed([pool.submit(_fit_one, job) for job in jobs]):
+            rows.append(future.result())
+            if out:   # after every fit, so a stopped curve loses only the fits in progress
+                atomic_write_text(out / "curve.csv", pd.DataFrame(rows).sort_values(KEY).to_csv(index=False))
+    rows = pd.DataFrame(rows).sort_values(KEY, ignore_index=True)
+    rows = rows[rows.method.isin(args.methods.split(",")) & rows.n_train.isin(sizes)]   # this call's part of the curve
     table = rows.groupby(["method", "n_train"]).agg(tau_mean=("tau", "mean"), tau_std=("tau", "std"),
                                                     r2_mean=("r2", "mean"), above_mean=("tau_above", "mean"),
                                                     train_tau_mean=("train_tau", "mean"),

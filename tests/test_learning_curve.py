@@ -117,3 +117,31 @@ def test_a_size_takes_epochs_or_an_images_seen_budget():
     for epochs, images_seen in ((None, None), (1, 1000)):
         with pytest.raises(ValueError, match="exactly one of fields 'epochs' and 'images_seen'"):
             Size(epochs=epochs, images_seen=images_seen, **kw)
+
+
+def test_a_curve_resumes_where_it_stopped_and_refuses_other_settings(store_root, tmp_path, capfd):
+    """The same command again trains only the fits curve.csv lacks; the kept rows are not refit."""
+    common = ["--store", str(store_root), "--zoo", "mnist/arch1", "--sizes", "8", "--methods", "statnn",
+              "--size", "smoke", "--jobs", "1", "--out", str(tmp_path)]
+    learning_curve.main(common + ["--seeds", "1"])
+    first = pd.read_csv(tmp_path / "curve.csv")
+    capfd.readouterr()
+    learning_curve.main(common + ["--seeds", "2"])
+    out = capfd.readouterr().out
+    assert "1 fits kept from" in out and "seed=1" in out and "seed=0" not in out
+    both = pd.read_csv(tmp_path / "curve.csv")
+    assert both.seed.tolist() == [0, 1]
+    pd.testing.assert_frame_equal(both[both.seed == 0], first)      # fit_seconds too: kept, not trained again
+    # the fit itself is kept too: a row lost after its fit finished comes back from --out/fits, not from training
+    assert (tmp_path / "fits" / "statnn-n8-seed1" / "fit-statnn-seed1.pt").is_file()
+    both[both.seed == 0].to_csv(tmp_path / "curve.csv", index=False)
+    learning_curve.main(common + ["--seeds", "2"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "curve.csv"), both)
+    with pytest.raises(SystemExit, match=r"curve.json: field 'train' is \{\} there but \{'lr': 0.01\}"):
+        learning_curve.main(common + ["--seeds", "2", "--train", '{"lr": 0.01}'])
+    both.drop(columns="tau").to_csv(tmp_path / "curve.csv", index=False)
+    with pytest.raises(SystemExit, match=r"curve.csv lacks column\(s\) \['tau'\]"):
+        learning_curve.main(common + ["--seeds", "2"])
+    (tmp_path / "curve.json").unlink()
+    with pytest.raises(SystemExit, match="has no curve.json beside it"):
+        learning_curve.main(common + ["--seeds", "2"])
