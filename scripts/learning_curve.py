@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         for future in as_completed([pool.submit(_fit_one, job) for job in jobs]):
             rows.append(future.result())
-            if out:   # after every fit, so a stopped curve loses only the fits in progress
+            if out:   # after every fit: a stopped curve keeps every finished row (and --out/fits the fits in progress)
                 atomic_write_text(out / "curve.csv", pd.DataFrame(rows).sort_values(KEY).to_csv(index=False))
     rows = pd.DataFrame(rows).sort_values(KEY, ignore_index=True)
     rows = rows[rows.method.isin(args.methods.split(",")) & rows.n_train.isin(sizes)]   # this call's part of the curve
