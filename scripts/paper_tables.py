@@ -182,6 +182,12 @@ def jobs_dir(out: Path, args, size: Size, overrides: dict) -> Path:
     return out / f"jobs-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def seed_list(text: str) -> list[int]:
+    """--train-seeds: comma-separated seed numbers, sorted and each once."""
+    return sorted({int(s) for s in text.split(",")})
+seed_list.__name__ = "seed list"    # argparse: "invalid seed list value: 'x'"
+
+
 def train_overrides(args) -> dict:
     """TrainConfig fields set from the command line (the size sets the rest)."""
     out = {"train_checkpoints": args.train_checkpoints}
@@ -240,7 +246,8 @@ class Job:
     method: str
     train_zoo: str
     zoos: list[str]
-    seeds: list[int]
+    seeds: list[int]      # every seed of the job: its file is made once all of them are done
+    train_seeds: list[int]    # those this call trains (--train-seeds; by default every seed)
     store: str
     size: Size
     device: str
@@ -265,7 +272,7 @@ def _evaluate_one(job: Job):
     torch.set_num_threads(job.threads)
     config = job.size.train_config(method, job.hyper.get(method), device=job.device, **job.overrides)
     fits = job_path(folder, method, train_zoo).with_suffix(".fits")   # each seed's fits: finished ones, and progress
-    for seed in job.seeds:
+    for seed in job.train_seeds:
         rows = seed_path(folder, method, train_zoo, seed)
         if rows.is_file():
             continue                          # finished by an earlier call
@@ -281,6 +288,8 @@ def _evaluate_one(job: Job):
         atomic_write_text(rows, raw.to_csv(index=False))      # last: its presence marks the seed done
         shutil.rmtree(fits / f"seed{seed}", ignore_errors=True)   # its fits are in those rows now
     parts = [seed_path(folder, method, train_zoo, s) for s in job.seeds]
+    if not all(f.is_file() for f in parts):
+        return                                # another call (--train-seeds) trains the rest and makes the file
     write_predictions(predictions_path(folder, method, train_zoo),
                       pd.concat([read_predictions(f.with_suffix(".preds.parquet")) for f in parts], ignore_index=True))
     atomic_write_text(job_path(folder, method, train_zoo),
@@ -350,6 +359,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-zoos", default=None,
                    help="run only the jobs of these training zoos (dataset/arch, comma-separated; every zoo stays a "
                         "test zoo), to split one run across processes or calls; the tables come once every job is done")
+    p.add_argument("--train-seeds", default=None, type=seed_list,
+                   help="train only these seeds (comma-separated, each below --seeds) of each job, to split one job "
+                        "across processes: a 3-member SNE seed is about an hour on one core. The job's file is made "
+                        "by the call that finishes its last seed")
     p.add_argument("--partial", action="store_true",
                    help="when jobs are left, still cut the tables from the finished ones (run.json lists the rest "
                         "under jobs_missing; exit status stays 3), e.g. with --budget-s 0 to train nothing new")
@@ -401,13 +414,17 @@ def main(argv=None) -> int:
     runs_here = set(zoos) if args.train_zoos is None else set(args.train_zoos.split(","))
     if not runs_here <= set(zoos):
         p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
-    todo = [Job(m, z, zoos, list(range(args.seeds)), args.store, size, args.device, threads,
+    seeds = list(range(args.seeds))
+    train_seeds = seeds if args.train_seeds is None else args.train_seeds
+    if not set(train_seeds) <= set(seeds):
+        p.error(f"--train-seeds {sorted(set(train_seeds) - set(seeds))} not among the seeds {seeds} (--seeds {args.seeds})")
+    todo = [Job(m, z, zoos, seeds, train_seeds, args.store, size, args.device, threads,
                 overrides | args.method_train.get(m, {}), args.hyper, args.max_train, deadline, folder)
             for m, z in work if m not in composed and z in runs_here and not job_path(folder, m, z).is_file()] \
         if complete else []
     if complete:
         done = sum(job_path(folder, m, z).is_file() for m, z in work)
-        kept = sum(seed_path(folder, j.method, j.train_zoo, s).is_file() for j in todo for s in j.seeds)
+        kept = sum(seed_path(folder, j.method, j.train_zoo, s).is_file() for j in todo for s in j.train_seeds)
         print(f"jobs: {done} of {len(work)} done before this call, {len(todo)} to run, "
               f"{jobs} at a time" + (f", {kept} of their seeds kept from earlier calls" if kept else "")
               + (f", {sorted(composed)} composed from their parts" if composed else ""), flush=True)
@@ -490,7 +507,7 @@ def _interrupted(record_call) -> int:
 
 def _record_call(folder: Path, call: dict) -> list[dict]:
     """Append this call's wall times to the jobs folder's calls.json (a resumed run spans several calls).
-    Calls split by --train-zoos may finish at the same moment: a lock keeps each one's entry."""
+    Calls split by --train-zoos or --train-seeds may finish at the same moment: a lock keeps each one's entry."""
     from sne_core.results import atomic_write_text
     path = folder / "calls.json"
     with open(folder / "calls.json.lock", "w") as lock:
@@ -502,7 +519,7 @@ def _record_call(folder: Path, call: dict) -> list[dict]:
 
 
 def elapsed_s(calls: list[dict]) -> float:
-    """Seconds during which any call ran: calls run side by side (--train-zoos) count once, so this is
+    """Seconds during which any call ran: calls run side by side (--train-zoos, --train-seeds) count once, so this is
     the run's wall-clock time where wall_s_total, their sum, is its process time."""
     starts = [calendar.timegm(time.strptime(c["started_utc"], UTC_FORMAT)) for c in calls]
     spans = sorted((start, start + c["wall_s_total"]) for start, c in zip(starts, calls))

@@ -199,6 +199,33 @@ def test_train_zoos_split_a_run_and_max_train_caps_its_training_networks(results
     assert zero.returncode == 2 and "--max-train must be at least 1, got 0" in zero.stderr
 
 
+def test_train_seeds_split_a_job_and_the_last_call_makes_its_file(results, tmp_path):
+    """A job split by --train-seeds across calls: a call leaves the job's file to whichever call finishes
+    its last seed, and the rows are those of an unsplit run."""
+    out, store = tmp_path / "seeds", str(results / "store")
+    one = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-zoos", "digits/arch1", "--train-seeds", "1")
+    folder = next(out.glob("jobs-*"))
+    assert one.returncode == 3, one.stderr[-3000:]
+    assert seed_path(folder, "statnn", "digits/arch1", 1).is_file() and not seed_path(folder, "statnn", "digits/arch1", 0).exists()
+    assert not job_path(folder, "statnn", "digits/arch1").exists()
+    other = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-seeds", "0,0")
+    assert other.returncode == 3 and "jobs: 0 of 4 done before this call, 4 to run" in other.stdout
+    assert job_path(folder, "statnn", "digits/arch1").is_file()        # its seed 1 came from the first call
+    assert not job_path(folder, "statnn", "mnist/arch1").exists()      # seed 0 only: the others wait for seed 1
+    rest = _paper_tables(out, "--store", store, "--methods", "statnn")
+    assert rest.returncode == 0 and "jobs: 1 of 4 done before this call, 3 to run, 1 at a time, 3 of their seeds kept" in rest.stdout
+    key = ["train_zoo", "test_zoo", "seed"]
+    _, raw, _ = read_results(out)
+    _, full, _ = read_results(results)
+    ref = full[full.method == "statnn"].sort_values(key)
+    assert len(raw) == len(ref) and set(raw.seed) == {0, 1}
+    np.testing.assert_allclose(raw.sort_values(key)["tau"].to_numpy(float), ref["tau"].to_numpy(float), atol=1e-6)
+    bad = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-seeds", "1,2")
+    assert bad.returncode == 2 and "--train-seeds [2] not among the seeds [0, 1] (--seeds 2)" in bad.stderr
+    word = _paper_tables(out, "--store", store, "--methods", "statnn", "--train-seeds", "first")
+    assert word.returncode == 2 and "invalid seed list value: 'first'" in word.stderr
+
+
 def test_elapsed_time_counts_side_by_side_calls_once():
     call = lambda start, s: {"started_utc": f"2026-12-02T01:{start}Z", "wall_s_total": s}
     assert elapsed_s([call("00:00", 100.0)]) == 100.0
