@@ -371,6 +371,10 @@ def main(argv=None) -> int:
     if args.max_train is not None and args.max_train < 1:
         p.error(f"--max-train must be at least 1, got {args.max_train}")
     check_method_train(p, args.method_train)
+    # before any zoo is built or checked: a bad seed would otherwise be refused only after that work
+    unknown_seeds = sorted(set(args.train_seeds or []) - set(range(args.seeds)))
+    if unknown_seeds:
+        p.error(f"--train-seeds {unknown_seeds} not among the seeds {list(range(args.seeds))} (--seeds {args.seeds})")
     # SIGTERM (`kill`, a scheduler's stop) as Ctrl-C: the workers are stopped and the call recorded, rather than
     # this process dying alone and its workers training on. (An inherited ignored SIGINT, as `cmd &` in a script
     # sets, is left ignored: that is the launcher's choice.)
@@ -415,10 +419,7 @@ def main(argv=None) -> int:
     if not runs_here <= set(zoos):
         p.error(f"--train-zoos {sorted(runs_here - set(zoos))} not among the zoos {zoos}")
     seeds = list(range(args.seeds))
-    train_seeds = seeds if args.train_seeds is None else args.train_seeds
-    if not set(train_seeds) <= set(seeds):
-        p.error(f"--train-seeds {sorted(set(train_seeds) - set(seeds))} not among the seeds {seeds} (--seeds {args.seeds})")
-    todo = [Job(m, z, zoos, seeds, train_seeds, args.store, size, args.device, threads,
+    todo = [Job(m, z, zoos, seeds, args.train_seeds or seeds, args.store, size, args.device, threads,
                 overrides | args.method_train.get(m, {}), args.hyper, args.max_train, deadline, folder)
             for m, z in work if m not in composed and z in runs_here and not job_path(folder, m, z).is_file()] \
         if complete else []
