@@ -66,9 +66,9 @@ class RunProfile(ConfigurableResource):
                                                "1000 i), mean logit (TrainConfig.members); GBM trains one model")
     sne_members: int = Field(default=-1, ge=-1,
                              description="SNE's own deep ensemble size; -1 = predictor_members (the baselines keep that)")
-    # the loss terms beside the BCE (sne_core.train.TrainConfig). The SNE ones apply to method "sne" only: the
-    # baselines have no learned code for the auxiliary targets, and the composite sne_statnn keeps its parts'
-    # defaults. -1 = SNE's default (sne_core.methods: invariance penalty 1, statistics targets 1, records 0).
+    # the loss terms beside the BCE (sne_core.train.TrainConfig). The SNE ones apply to SNE only, the method and the
+    # SNE part of the composite sne_statnn: the baselines have no learned code for the auxiliary targets.
+    # -1 = SNE's default (sne_core.methods: invariance penalty 1, statistics targets 1, records 0).
     sne_invariance_weight: float = Field(default=-1.0, ge=-1.0,
                                          description="v of SNE's logit-invariance regulariser; -1 = SNE's default (1)")
     sne_stats_weight: float = Field(default=-1.0, ge=-1.0,
@@ -151,12 +151,13 @@ class RunProfile(ConfigurableResource):
         from sne_core.methods import hyper_for
         return hyper_for(method, json.loads(self.predictor_hyper))
 
-    def train_settings(self, method: str) -> dict[str, float | int | bool | None]:
+    def train_settings(self, method: str) -> dict[str, Any]:
         """The TrainConfig fields this profile sets for `method` beyond the shared schedule, every -1
         ("the default") resolved here and nowhere else: None = the method's library default. SNE's own
         ensemble size and ranking weight win over the shared ones for SNE only (an ensemble of 3 with the
-        ranking loss brought it to 0.8 on Fashion-MNIST/Arch1, docs/RESULTS.md session 38)."""
-        settings: dict[str, float | int | bool | None] = {
+        ranking loss brought it to 0.8 on Fashion-MNIST/Arch1, docs/RESULTS.md session 38). A composite
+        gets the shared settings and, as `part_train`, what its parts' own settings change."""
+        settings: dict[str, Any] = {
             "ema_epochs": None if self.predictor_ema_epochs < 0 else self.predictor_ema_epochs,
             "members": self.predictor_members, "rank_weight": self.predictor_rank_weight}
         if method == "sne":
@@ -168,6 +169,13 @@ class RunProfile(ConfigurableResource):
                 settings["members"] = self.sne_members
             if self.sne_rank_weight >= 0:
                 settings["rank_weight"] = self.sne_rank_weight
+        from sne_core.methods import get_method
+        # A composite's part trains as that method's own partition does (the `full` profile's sne_statnn: its SNE
+        # part is the 3-member ensemble with the ranking loss): only what differs from the shared settings is named.
+        own = {p: {k: v for k, v in self.train_settings(p).items() if settings.get(k) != v}
+               for p in get_method(method).parts}
+        if any(own.values()):
+            settings["part_train"] = {p: over for p, over in own.items() if over}
         return settings
 
     def fields(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Two uses, both built by `sne_core.train.fit`: a deep ensemble of one method (`TrainConfig.members`,
 members differing only in seed) and a composite method whose parts are different methods
-(`Method.parts`, e.g. `sne_statnn`: SNE and StatNN, each trained with its own defaults).
+(`Method.parts`, e.g. `sne_statnn`: SNE and StatNN, each trained with its own defaults and, through
+`TrainConfig.part_train`, its own settings: a part may be a deep ensemble itself).
 Why the second exists: on the 2,000-network MNIST Arch1 zoo SNE and StatNN each rank the 1,000
 test networks at Kendall tau ~0.79, but their mean logit ranks them at ~0.82, more than three
 seeds of either method together (docs/RESULTS.md, session 8): the set encoder and the weight

@@ -63,7 +63,8 @@ class Method:
     # How the class is constructed: "archs" -> Cls(train_archs, **hyper); "sne" -> Cls(SNEConfig(**hyper)).
     build_style: str = "archs"
     # A composite method: these methods, each trained separately with its own defaults (`fit` passes
-    # part p the hyperparameters hyper[p]), predict the mean of their logits (sne_core.ensemble).
+    # part p the hyperparameters hyper[p] and the training settings TrainConfig.part_train[p] over the
+    # composite's), predict the mean of their logits (sne_core.ensemble).
     # `target` is then unused.
     parts: tuple[str, ...] = ()
 
@@ -178,6 +179,8 @@ def defaults_fingerprint(name: str) -> str:
     from sne_core.train import TrainConfig   # here: sne_core.train imports this module
     spec = get_method(name)
     specs = [spec] + [get_method(p) for p in spec.parts]
-    key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [asdict(TrainConfig())],
+    train_defaults = asdict(TrainConfig())
+    train_defaults.pop("part_train", None)    # empty; left out as TrainConfig.as_dict does, so no key changed with it
+    key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [train_defaults],
                      sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:8]

@@ -111,6 +111,13 @@ class TrainConfig:
     # (aux_targets.neuron_statistic_targets: weight norms, bias shares, kernel sums). None = the method's
     # default (sne_core.methods: off for every method).
     neuron_stats: bool | None = None
+    # A composite method's parts (sne_core.methods.Method.parts) train with this config's settings, except what is
+    # named here per part: {part: {TrainConfig field: value}}. E.g. {"sne": {"members": 3, "rank_weight": 0.3}}
+    # makes sne_statnn's SNE part the SNE of the `full` profile (session 38's) while its StatNN part keeps one fit
+    # and the BCE alone, so the composite is made of the same SNE as the SNE row. A part may not set its method,
+    # seed, device or hyperparameters (those are `hyper[part]`). Empty (the default) = every part as the composite;
+    # `as_dict` then leaves the field out, so result keys and kept fits made before it existed still match.
+    part_train: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -132,9 +139,28 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "members"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.part_train, dict):
+            raise ValueError(f"TrainConfig.part_train must map a composite's parts to TrainConfig fields, "
+                             f"got {self.part_train!r}")
+        allowed = sorted(set(self.__dataclass_fields__) - NOT_PER_PART)
+        for part, over in self.part_train.items():
+            if not isinstance(over, dict) or set(over) - set(allowed):
+                raise ValueError(f"TrainConfig.part_train[{part!r}] must map TrainConfig fields among {allowed} "
+                                 f"to values, got {over!r}")
+            try:
+                replace(self, part_train={}, **over)      # each value checked as this class checks its own
+            except ValueError as e:
+                raise ValueError(f"TrainConfig.part_train[{part!r}]: {e}") from None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["part_train"]:      # absent when unset: keys and kept fits made before the field existed match
+            del d["part_train"]
+        return d
+
+
+# What a composite's part takes from the composite and `TrainConfig.part_train` cannot change.
+NOT_PER_PART = {"method", "seed", "device", "hyper", "part_train"}
 
 
 @dataclass
@@ -305,15 +331,20 @@ def fit(config: TrainConfig, train: ZooData, val: ZooData, log: Callable[[int, d
     `keep_fits` a fit in progress stops at its first epoch end past it; `OutOfTime` is raised instead."""
     method = get_method(config.method)
     t0 = time.perf_counter()
-    if method.parts:                    # a composite: each part trained with its own defaults
-        if set(config.hyper) - set(method.parts):
-            raise ValueError(f"TrainConfig.hyper of composite method {config.method!r} maps its parts "
-                             f"{list(method.parts)} to their hyperparameters; got keys {sorted(config.hyper)}")
+    if config.part_train and not method.parts:
+        raise ValueError(f"TrainConfig.part_train is for composite methods; {config.method!r} has no parts "
+                         f"(got keys {sorted(config.part_train)})")
+    if method.parts:                    # a composite: each part its own method's defaults, its own settings
+        for name, by_part in (("hyper", config.hyper), ("part_train", config.part_train)):
+            if set(by_part) - set(method.parts):
+                raise ValueError(f"TrainConfig.{name} of composite method {config.method!r} maps its parts "
+                                 f"{list(method.parts)} to their settings; got keys {sorted(by_part)}")
         not_torch = [p for p in method.parts if not get_method(p).is_torch]
         if not_torch:                   # refused before any part trains, not after
             raise TypeError(f"composite method {config.method!r}: part(s) {not_torch} are not torch predictors "
                             f"({NOT_A_MEMBER})")
-        parts = [replace(config, method=p, hyper=config.hyper.get(p, {})) for p in method.parts]
+        parts = [replace(config, method=p, hyper=config.hyper.get(p, {}), part_train={},
+                         **config.part_train.get(p, {})) for p in method.parts]
         return _fit_ensemble(config, parts, list(method.parts), train, val, log, t0, keep_fits, deadline)
     if config.members > 1 and method.is_torch:
         seeds = [config.seed + MEMBER_SEED_STRIDE * i for i in range(config.members)]
@@ -497,7 +528,10 @@ def _fit_ensemble(config: TrainConfig, configs: list[TrainConfig], names: list[s
         saved = None if keep is None else Path(keep) / f"{name}-{c.method}-seed{c.seed}.pt"
         member_log = None if log is None else (lambda e, m, name=name: log(e, {f"{name}_{k}": x for k, x in m.items()}))
         t = time.perf_counter()
-        results.append(_fit_or_load(saved, c, train, val, member_log, deadline))
+        if c.members > 1:           # a composite's part that is a deep ensemble of its own, kept in its own folder
+            results.append(fit(c, train, val, member_log, None if keep is None else Path(keep) / name, deadline))
+        else:
+            results.append(_fit_or_load(saved, c, train, val, member_log, deadline))
         earlier_s += results[-1].seconds - (time.perf_counter() - t)    # its training time spent by earlier calls
     model = Ensemble([r.model for r in results])
     val_m = summarize(predict(model, val, config.batch_size), val.y.numpy())     # predict moves each batch

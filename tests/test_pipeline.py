@@ -368,9 +368,14 @@ def test_train_settings_go_to_sne_only():
                                          "invariance_weight": 3.0, "stats_weight": 0.0, "aux_weight": None,
                                          "neuron_stats": False}
     TrainConfig(method="sne", **own.train_settings("sne"))
-    for method in ("statnn", "gbm", "sne_statnn"):       # no learned code, or parts with their own defaults
+    for method in ("statnn", "gbm"):       # no learned code
         assert own.train_settings(method) == {"ema_epochs": 2.0, "members": 1, "rank_weight": 0.5}
         TrainConfig(method=method, **own.train_settings(method))
+    # the composite shares the baselines' settings, and its SNE part gets what SNE's own partition gets
+    assert own.train_settings("sne_statnn") == {"ema_epochs": 2.0, "members": 1, "rank_weight": 0.5, "part_train": {
+        "sne": {"invariance_weight": 3.0, "stats_weight": 0.0, "neuron_stats": False}}}
+    TrainConfig(method="sne_statnn", **own.train_settings("sne_statnn"))
+    assert "part_train" not in default.train_settings("sne_statnn")     # nothing of SNE's own set: nothing to name
     with pytest.raises(ConfigError, match="field 'sne_stats_weight'"):
         load_profile("smoke", sne_stats_weight=-2.0)
     # SNE's own ranking weight overrides the shared one for SNE only (session 37's SNE beside default baselines)
@@ -379,12 +384,14 @@ def test_train_settings_go_to_sne_only():
     assert TrainConfig(method="sne", **sne_only.train_settings("sne")).rank_weight == 0.3
     for method in ("statnn", "gbm", "sne_statnn"):
         assert sne_only.train_settings(method)["rank_weight"] == 0.0
+    assert sne_only.train_settings("sne_statnn")["part_train"] == {"sne": {"rank_weight": 0.3}}
     assert load_profile("smoke", sne_rank_weight=0.0, predictor_rank_weight=0.5).train_settings("sne")["rank_weight"] == 0.0
     with pytest.raises(ConfigError, match="field 'sne_rank_weight'"):
         load_profile("smoke", sne_rank_weight=-0.5)
     # and its own ensemble size, which the baselines do not share
     ens = load_profile("smoke", sne_members=3, predictor_members=2)
     assert [ens.train_settings(m)["members"] for m in ("sne", "statnn", "sne_statnn")] == [3, 2, 2]
+    assert ens.train_settings("sne_statnn")["part_train"] == {"sne": {"members": 3}}
     assert load_profile("smoke", predictor_members=2).train_settings("sne")["members"] == 2
     with pytest.raises(ConfigError, match="field 'sne_members'"):
         load_profile("smoke", sne_members=0)
@@ -395,6 +402,8 @@ def test_train_settings_go_to_sne_only():
     assert full.hyper("sne")["statistics_branch"] and not load_profile("demo").hyper("sne").get("statistics_branch")
     assert {k: full.train_settings("sne")[k] for k in ("members", "rank_weight")} == {"members": 3, "rank_weight": 0.3}
     assert [full.train_settings(m)["members"] for m in ("statnn", "sne_statnn")] == [1, 1]
+    # its composite is made of that SNE (and the same StatNN), not of a default SNE refitted
+    assert full.train_settings("sne_statnn")["part_train"] == {"sne": {"members": 3, "rank_weight": 0.3}}
     assert full.train_settings("gbm")["rank_weight"] == 0.0
 
 

@@ -385,6 +385,42 @@ def test_composite_method_is_the_mean_logit_of_its_parts_each_with_its_own_defau
         fit(cfg("sne_statnn", hyper=SMALL_SNE), train, val)          # not keyed by part: refused, not ignored
 
 
+def test_a_composites_parts_take_their_own_training_settings(zoo, tmp_path):
+    """TrainConfig.part_train: sne_statnn's SNE part a 2-member ensemble with the ranking loss, its StatNN part
+    trained as the composite says. Each part is what its own fit gives, and a rerun loads every kept fit."""
+    train, val = zoo
+    config = cfg("sne_statnn", epochs=2, hyper={"sne": SMALL_SNE}, part_train={"sne": {"members": 2, "rank_weight": 0.3}})
+    both = fit(config, train, val, keep_fits=tmp_path)
+    sne = fit(cfg("sne", epochs=2, hyper=SMALL_SNE, members=2, rank_weight=0.3), train, val)
+    statnn = fit(cfg("statnn", epochs=2), train, val)
+    with torch.no_grad():
+        logits = (sne.model.eval()(val.groups) + statnn.model.eval()(val.groups)) / 2
+    np.testing.assert_allclose(predict(both.model, val), torch.sigmoid(logits).double().numpy(), rtol=1e-6)
+    assert both.member_names == ["sne", "statnn"] and both.members[0].member_names == ["member0", "member1"]
+    assert both.members[0].history[0]["member0_train_rank"] > 0 and both.members[1].history[0]["train_rank"] == 0
+    assert {"sne_member1_val_tau", "statnn_val_tau"} <= set(both.history[0])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pt")) == [
+        "sne/member0-sne-seed0.pt", "sne/member1-sne-seed1000.pt", "statnn-statnn-seed0.pt"]
+    logged = []
+    again = fit(config, train, val, log=lambda e, m: logged.append(m), keep_fits=tmp_path)
+    assert logged == []                                                   # every fit loaded, none trained
+    np.testing.assert_array_equal(predict(again.model, val), predict(both.model, val))
+    # before this field a composite's parts ignored `members`: they follow it now, as every torch predictor does
+    shared = fit(cfg("sne_statnn", epochs=1, members=2, hyper={"sne": SMALL_SNE}), train, val)
+    assert [len(m.members) for m in shared.members] == [2, 2]
+    # refused, naming what is wrong: a part the method lacks, a per-part seed, a method without parts
+    with pytest.raises(ValueError, match=r"part_train of composite method 'sne_statnn' maps its parts \['sne', "
+                                         r"'statnn'\] to their settings; got keys \['mlp'\]"):
+        fit(cfg("sne_statnn", part_train={"mlp": {"members": 2}}), train, val)
+    with pytest.raises(ValueError, match=r"part_train\['sne'\] must map TrainConfig fields among"):
+        cfg("sne_statnn", part_train={"sne": {"seed": 1}})
+    with pytest.raises(ValueError, match=r"part_train\['sne'\]: TrainConfig.members must be an integer >= 1"):
+        cfg("sne_statnn", part_train={"sne": {"members": 0}})
+    with pytest.raises(ValueError, match="part_train is for composite methods; 'sne' has no parts"):
+        fit(cfg("sne", part_train={"sne": {"members": 2}}), train, val)
+    assert "part_train" not in cfg("sne_statnn").as_dict()       # unset: the keys of earlier results still match
+
+
 def test_composite_reads_only_what_every_part_reads(zoo):
     check_method_arch("sne_statnn", get_arch("arch2"))
     register_method(Method("statnn_nfn_test", "", parts=("statnn", "nfn_np")))
