@@ -157,6 +157,7 @@ class RunProfile(ConfigurableResource):
         ensemble size and ranking weight win over the shared ones for SNE only (an ensemble of 3 with the
         ranking loss brought it to 0.8 on Fashion-MNIST/Arch1, docs/RESULTS.md session 38). A composite
         gets the shared settings and, as `part_train`, what its parts' own settings change."""
+        from sne_core.methods import get_method
         settings: dict[str, Any] = {
             "ema_epochs": None if self.predictor_ema_epochs < 0 else self.predictor_ema_epochs,
             "members": self.predictor_members, "rank_weight": self.predictor_rank_weight}
@@ -169,7 +170,6 @@ class RunProfile(ConfigurableResource):
                 settings["members"] = self.sne_members
             if self.sne_rank_weight >= 0:
                 settings["rank_weight"] = self.sne_rank_weight
-        from sne_core.methods import get_method
         # A composite's part trains as that method's own partition does (the `full` profile's sne_statnn: its SNE
         # part is the 3-member ensemble with the ranking loss): only what differs from the shared settings is named.
         own = {p: {k: v for k, v in self.train_settings(p).items() if settings.get(k) != v}
