@@ -176,11 +176,9 @@ def defaults_fingerprint(name: str) -> str:
     Dagster predictor's MLflow key, paper_tables' job files) hold what the caller set plus this, so rows
     trained before a library default changed are not reused. The price: a new TrainConfig field changes
     every method's fingerprint and trains everything again (correct, if not always needed)."""
-    from sne_core.train import TrainConfig   # here: sne_core.train imports this module
+    from sne_core import train               # here: sne_core.train imports this module
     spec = get_method(name)
     specs = [spec] + [get_method(p) for p in spec.parts]
-    train_defaults = asdict(TrainConfig())
-    train_defaults.pop("part_train", None)    # empty; left out as TrainConfig.as_dict does, so no key changed with it
-    key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [train_defaults],
+    key = json.dumps([[asdict(s), _constructor_defaults(s)] for s in specs] + [train.config_dict(train.TrainConfig())],
                      sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:8]

@@ -153,10 +153,16 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.part_train[{part!r}]: {e}") from None
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        if not d["part_train"]:      # absent when unset: keys and kept fits made before the field existed match
-            del d["part_train"]
-        return d
+        return config_dict(self)
+
+
+def config_dict(config) -> dict:
+    """A TrainConfig's fields as a dict, an empty `part_train` left out: keys and kept fits made before that field
+    existed still match. Also what `sne_core.methods.defaults_fingerprint` hashes of TrainConfig's defaults."""
+    d = asdict(config)
+    if not d.get("part_train", True):
+        del d["part_train"]
+    return d
 
 
 # What a composite's part takes from the composite and `TrainConfig.part_train` cannot change.
