@@ -49,47 +49,68 @@ def signal_rows(x: dict, y: dict, tensors: list[str], seed: int = 0) -> list[dic
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def zoo_features(store_root, zoo: str, n_train: int | None, seed: int, min_acc: float | None, who: str):
+    """(parts, x, y, records) of one single-architecture zoo, each {"train", "val", "test"} -> the split part's
+    ZooData, its networks' StatNN statistics (GBM's features), accuracies, and `models`-table records
+    (`aux_targets.TARGETS` columns). `n_train`: learning_curve.py's seeded subsample of the training networks;
+    `min_acc`: keep only networks with test accuracy >= it (x, y and records; parts stay whole)."""
+    from sne_core.baselines.gbm import GBMPredictor
+    from sne_core.protocols import load_zoo
+    from sne_core.store import ZooStore
+
+    store = ZooStore(store_root)
+    parts = {part: load_zoo(store, zoo, part) for part in ("train", "val", "test")}
+    if n_train is not None:
+        parts["train"] = subsample(parts["train"], n_train, seed)
+    archs = {g.arch.name for d in parts.values() for g in d.groups}
+    if len(archs) != 1:
+        raise SystemExit(f"{who}: {zoo} holds architectures {sorted(archs)}; expected one")
+    reader = GBMPredictor([])
+    x = {k: reader.features(d.groups) for k, d in parts.items()}
+    y = {k: d.y.numpy() for k, d in parts.items()}
+    records = {k: d.aux.numpy() for k, d in parts.items()}
+    if min_acc is not None:
+        for k in parts:
+            keep = y[k] >= min_acc
+            if keep.sum() < 2:
+                raise SystemExit(f"{who}: {zoo}:{k} has {keep.sum()} networks with test accuracy "
+                                 f">= --min-acc {min_acc}; need at least 2")
+            x[k], y[k], records[k] = x[k][keep], y[k][keep], records[k][keep]
+    return parts, x, y, records
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    """The options every GBM signal script here takes (this one and record_signal.py)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--store", required=True)
     p.add_argument("--zoo", required=True, help="dataset/arch, e.g. mnist/arch2")
     p.add_argument("--n-train", type=int, default=None, help="training networks (default: the whole train split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subsample and of GBM")
     p.add_argument("--min-acc", type=float, default=None, help="keep only networks with test accuracy >= this")
     p.add_argument("--out", default=None, help="CSV file for the rows")
-    args = p.parse_args(argv)
-    import pandas as pd
-    import torch
-    from sne_core.baselines.gbm import GBMPredictor
-    from sne_core.protocols import load_zoo
-    from sne_core.store import ZooStore
+    return p.parse_args(argv)
 
-    store = ZooStore(args.store)
-    parts = {part: load_zoo(store, args.zoo, part) for part in ("train", "val", "test")}
-    if args.n_train is not None:
-        parts["train"] = subsample(parts["train"], args.n_train, args.seed)
-    archs = {g.arch.name for d in parts.values() for g in d.groups}
-    if len(archs) != 1:
-        raise SystemExit(f"tensor_signal: {args.zoo} holds architectures {sorted(archs)}; expected one")
-    reader = GBMPredictor([])
-    x = {k: reader.features(d.groups) for k, d in parts.items()}
-    y = {k: d.y.numpy() for k, d in parts.items()}
-    if args.min_acc is not None:
-        for k in parts:
-            keep = y[k] >= args.min_acc
-            if keep.sum() < 2:
-                raise SystemExit(f"tensor_signal: {args.zoo}:{k} has {keep.sum()} networks with test accuracy "
-                                 f">= --min-acc {args.min_acc}; need at least 2")
-            x[k], y[k] = x[k][keep], y[k][keep]
-    torch.set_num_threads(1)
-    tensors = [info.name for info in parts["train"].groups[0].arch.layout]
-    rows = pd.DataFrame(signal_rows(x, y, tensors, args.seed))
+
+def show_rows(rows, args, y: dict) -> None:
+    """Print the networks counted and the rows; write them to --out as CSV if given."""
     print(f"zoo {args.zoo}: train {len(y['train'])}, validation {len(y['val'])}, test {len(y['test'])} networks"
           + ("" if args.min_acc is None else f" with test accuracy >= {args.min_acc}"))
     print(rows.round(3).to_string(index=False))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         rows.to_csv(args.out, index=False)
+
+
+def main(argv=None) -> int:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    import pandas as pd
+    import torch
+
+    parts, x, y, _ = zoo_features(args.store, args.zoo, args.n_train, args.seed, args.min_acc, "tensor_signal")
+    torch.set_num_threads(1)
+    tensors = [info.name for info in parts["train"].groups[0].arch.layout]
+    rows = pd.DataFrame(signal_rows(x, y, tensors, args.seed))
+    show_rows(rows, args, y)
     print(f"tensor_signal zoo={args.zoo} tau_all={rows.tau_alone.iloc[0]:.4f}")
     return 0
 
