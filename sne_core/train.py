@@ -160,6 +160,7 @@ def config_dict(config) -> dict:
     """A TrainConfig's fields as a dict, an empty `part_train` left out: keys and kept fits made before that field
     existed still match. Also what `sne_core.methods.defaults_fingerprint` hashes of TrainConfig's defaults."""
     d = asdict(config)
+    # any dataclass: defaults_fingerprint hashes whichever TrainConfig the module holds (tests swap in one without part_train)
     if not d.get("part_train", True):
         del d["part_train"]
     return d
