@@ -20,9 +20,10 @@ LIMIT=${LIMIT:-420}        # s into the call after which no new work starts (the
 BENCH=${BENCH:-1}          # 0: skip the card measurements
 JOBS=${JOBS:-4}            # predictor jobs sharing the card (small models: one alone leaves it idle)
 # paper_tables.py --hyper and --method-train. By default the SNE of the `full` Dagster profile (statistics
-# branch, ranking loss, 3 members: docs/RESULTS.md session 44); HYPER='{}' TRAIN='{}' trains the library default.
+# branch, ranking loss, 3 members, the records as targets: docs/RESULTS.md sessions 44-47); HYPER='{}' TRAIN='{}'
+# trains the library default.
 HYPER=${HYPER:-'{"sne": {"statistics_branch": true}}'}
-TRAIN=${TRAIN:-'{"sne": {"rank_weight": 0.3, "members": 3}}'}
+TRAIN=${TRAIN:-'{"sne": {"rank_weight": 0.3, "members": 3, "aux_weight": 1}}'}
 RES=results/gpu-$SIZE
 mkdir -p "$RES" "${OUT:=/tmp/out}"
 test -f data/datasets/MNIST/raw/train-images-idx3-ubyte || { mkdir -p data && tar -xzf .devcarry/datasets.tar.gz -C data; } || exit 1

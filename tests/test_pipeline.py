@@ -397,13 +397,16 @@ def test_train_settings_go_to_sne_only():
         load_profile("smoke", sne_members=0)
     with pytest.raises(ConfigError, match="field 'sne_neuron_stats'"):
         load_profile("smoke", sne_neuron_stats=2)
-    # the GPU profile trains session 38's SNE (branch, ranking loss, 3 members); its baselines keep their defaults
+    # the GPU profile trains session 38's SNE (branch, ranking loss, 3 members) with the records as targets (session
+    # 47); its baselines keep their defaults
     full = load_profile("full")
     assert full.hyper("sne")["statistics_branch"] and not load_profile("demo").hyper("sne").get("statistics_branch")
-    assert {k: full.train_settings("sne")[k] for k in ("members", "rank_weight")} == {"members": 3, "rank_weight": 0.3}
+    assert {k: full.train_settings("sne")[k] for k in ("members", "rank_weight", "aux_weight")} == {
+        "members": 3, "rank_weight": 0.3, "aux_weight": 1.0}
+    assert load_profile("demo").train_settings("sne")["aux_weight"] is None          # the library's default (off)
     assert [full.train_settings(m)["members"] for m in ("statnn", "sne_statnn")] == [1, 1]
     # its composite is made of that SNE (and the same StatNN), not of a default SNE refitted
-    assert full.train_settings("sne_statnn")["part_train"] == {"sne": {"members": 3, "rank_weight": 0.3}}
+    assert full.train_settings("sne_statnn")["part_train"] == {"sne": {"members": 3, "rank_weight": 0.3, "aux_weight": 1.0}}
     assert full.train_settings("gbm")["rank_weight"] == 0.0
 
 
