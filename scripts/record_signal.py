@@ -22,16 +22,17 @@ import numpy as np
 
 from tensor_signal import parse_args, show_rows, zoo_features   # scripts/ is on sys.path when this file runs as a script
 
-# the records that describe training before it ran (the rest, train accuracy and losses, are its outcome)
+# the records that say how training went; every other TARGETS column says how it was set up (a hyperparameter)
 OUTCOMES = ("train_acc", "log_train_loss", "log_test_loss")
 
 
-def readability(x: dict, r: dict, name: str, seed: int) -> float:
-    """How well the statistics x read record column r on the test networks where it is defined:
+def readability(x: dict, records: dict, j: int, name: str, seed: int) -> float:
+    """How well the statistics x read record column j (`name`) on the test networks where it is defined:
     Spearman's rho (numbers) or accuracy (classes) of a GBM fitted on the training networks."""
     from scipy.stats import spearmanr
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sne_core.aux_targets import CLASSES
+    r = {k: records[k][:, j] for k in ("train", "test")}
     tr, te = np.isfinite(r["train"]), np.isfinite(r["test"])
     if tr.sum() < 2 or te.sum() < 2 or np.unique(r["train"][tr]).size < 2:
         return float("nan")
@@ -59,7 +60,7 @@ def record_rows(x: dict, y: dict, records: dict, seed: int = 0) -> list[dict]:
     rows = [{"record": "(statistics only)", "kind": "", "tau_with": tau([]), "readable": float("nan")}]
     for j, name in enumerate(TARGETS):
         rows.append({"record": name, "kind": "outcome" if name in OUTCOMES else "hyperparameter",
-                     "tau_with": tau([j]), "readable": readability(x, {k: v[:, j] for k, v in records.items()}, name, seed)})
+                     "tau_with": tau([j]), "readable": readability(x, records, j, name, seed)})
     hyper = [j for j, name in enumerate(TARGETS) if name not in OUTCOMES]
     rows.append({"record": "(every hyperparameter)", "kind": "hyperparameter", "tau_with": tau(hyper),
                  "readable": float("nan")})
