@@ -250,8 +250,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The GPU size trains the best SNE measured (docs/RESULTS.md sessions 38-47): statistics branch, ranking
     # loss and a deep ensemble of 3, above the library's default SNE in Kendall tau on all six `cpu-pass` zoos,
     # across datasets and across architectures; and the zoo's training records as auxiliary targets (aux_weight 1),
-    # which lifted it on the two Arch2 zoos measured (digits 0.777 -> 0.786 over 3 seeds, MNIST 0.784 -> 0.817 and
-    # 0.799 -> 0.810 on seeds 0 and 1; sessions 46-47). It is not the library default: three fits cost 3x the time, which the demo's 15
+    # which lifted it on the two Arch2 zoos measured (digits 0.777 -> 0.786 over 3 seeds, MNIST 0.790 -> 0.811 over
+    # 3 seeds, each above 0.8; sessions 46-48). It is not the library default: three fits cost 3x the time, which the demo's 15
     # minutes and the tests cannot spare, and the default stays the paper's SNE.
     "full": dict(
         name="full", datasets=list(OFFLINE_DATASETS), archs=list(ARCHS), methods=list(METHODS),
