@@ -251,8 +251,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # loss and a deep ensemble of 3, above the library's default SNE in Kendall tau on all six `cpu-pass` zoos,
     # across datasets and across architectures; and the zoo's training records as auxiliary targets (aux_weight 1),
     # which lifted it on the two Arch2 zoos measured (digits 0.777 -> 0.786 over 3 seeds, MNIST 0.790 -> 0.811 over
-    # 3 seeds, each above 0.8; sessions 46-48). It is not the library default: three fits cost 3x the time, which the demo's 15
-    # minutes and the tests cannot spare, and the default stays the paper's SNE.
+    # 3 seeds, each above 0.8; sessions 46-48). It is not the library default: three fits cost 3x the time, which
+    # the demo's 15 minutes and the tests cannot spare, and the default stays the paper's SNE.
     "full": dict(
         name="full", datasets=list(OFFLINE_DATASETS), archs=list(ARCHS), methods=list(METHODS),
         n_models=2000, zoo_epochs=20, max_images=0, max_test_images=0, zoo_batch_size=512,
